@@ -1,0 +1,95 @@
+"""Contract tests for every registered method and audit, on the tiny fixture.
+
+Methods: finite weights, the step budget respected, no hooks left behind, train/eval mode
+restored, the same seed giving the same weights. Audits: finite metrics, deterministic under
+a seed, the audited model unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from obliviate.loop import count_steps, seeded
+from obliviate.registry import AUDITS, METHODS
+from obliviate.types import Budget
+
+# Audits that train banks of shadow models are exercised by their own (smaller) tests.
+HEAVY_AUDITS = {"lira", "u-lira", "rmia", "epsilon", "apollo"}
+
+
+def _hooks(model: torch.nn.Module) -> int:
+    return sum(
+        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+        for m in model.modules()
+    ) + sum(len(getattr(p, "_backward_hooks", None) or {}) for p in model.parameters())
+
+
+def _unlearn(name, env, seed=0, max_steps=4):
+    method = METHODS.build(name, {})
+    model = env.fresh().train()
+    with seeded(seed), count_steps() as c:
+        out = method.unlearn(
+            model,
+            env.splits.forget,
+            env.splits.retain,
+            task=env.task,
+            budget=Budget(max_steps=max_steps),
+        )
+    return out, c.steps
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in METHODS.names() if "vision" in METHODS.get(n).supports]
+)
+def test_method_contract(name, tiny):
+    model, steps = _unlearn(name, tiny)
+    assert isinstance(model, torch.nn.Module)
+    assert steps <= 4, f"{name} took {steps} optimizer steps with a budget of 4"
+    for k, v in model.state_dict().items():
+        if v.is_floating_point():
+            assert torch.isfinite(v).all(), f"{name}: {k} is not finite"
+    assert _hooks(model) == 0, f"{name} left hooks on the model"
+    assert model.training, f"{name} did not restore train mode"
+    again, _ = _unlearn(name, tiny)
+    for (k, a), b in zip(model.state_dict().items(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b), f"{name}: the same seed gave different weights ({k})"
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in METHODS.names() if "vision" in METHODS.get(n).supports]
+)
+def test_method_restores_eval_mode(name, tiny):
+    method = METHODS.build(name, {})
+    model = tiny.fresh().eval()
+    with seeded(0):
+        out = method.unlearn(
+            model,
+            tiny.splits.forget,
+            tiny.splits.retain,
+            task=tiny.task,
+            budget=Budget(max_steps=2),
+        )
+    assert not out.training, f"{name} left the model in train mode"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [n for n in AUDITS.names() if n not in HEAVY_AUDITS and "vision" in AUDITS.get(n).supports],
+)
+def test_audit_contract(name, tiny):
+    audit = AUDITS.build(name, {})
+    unlearned = tiny.fresh()
+    before = {k: v.clone() for k, v in unlearned.state_dict().items()}
+    with seeded(1):
+        r1 = audit.audit(tiny.original, unlearned, tiny.splits, task=tiny.task, ctx=tiny.ctx)
+    with seeded(1):
+        r2 = audit.audit(tiny.original, unlearned, tiny.splits, task=tiny.task, ctx=tiny.ctx)
+    assert r1.metrics, f"{name} returned no metrics"
+    for k, v in r1.metrics.items():
+        assert math.isfinite(v), f"{name}: metric {k} = {v}"
+        assert v == r2.metrics[k], f"{name}: metric {k} differs between two seeded calls"
+    for k, v in unlearned.state_dict().items():
+        assert torch.equal(v, before[k]), f"{name} changed the audited model ({k})"
