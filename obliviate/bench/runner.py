@@ -318,7 +318,11 @@ def run(
         "cache": {"original": orig_manifest["key"], "oracle": oracle_manifest["key"]},
         "versions": _versions(),
         "git_revision": _git_revision(),
-        "timings": {"load_or_train_references_s": load_s, "oracle_train_s": oracle_train_s},
+        "timings": {
+            "load_or_train_references_s": load_s,
+            "original_train_s": float(orig_manifest.get("train", {}).get("seconds", float("nan"))),
+            "oracle_train_s": oracle_train_s,
+        },
     }
 
     # 4. Unlearn (or take the reference row's model), counting optimizer steps.
