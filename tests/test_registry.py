@@ -87,3 +87,14 @@ def test_lazy_entry_imports_on_first_use_and_names_the_extra():
 
 def test_discovery_finds_the_core_methods():
     assert {"finetune", "grad-ascent"} <= set(METHODS.names())
+
+
+def test_modified_entropy_matches_song_and_mittal():
+    import numpy as np
+
+    from obliviate.audits.mia_efficacy import _features
+
+    p = np.array([[0.7, 0.2, 0.1]])
+    logits = np.log(p)
+    want = -(0.3 * np.log(0.7) + 0.2 * np.log(0.8) + 0.1 * np.log(0.9))
+    assert np.isclose(_features(logits, np.array([0]), "m_entropy")[0, 0], want)

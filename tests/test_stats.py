@@ -19,6 +19,7 @@ from obliviate.audits.stats import (
     gaussian_logpdf,
     mean_ci,
     offline_score,
+    rmia_score,
     roc,
     t_quantile,
     tpr_at,
@@ -194,3 +195,16 @@ def test_llr_vectorised_over_examples_and_augmentations():
     y = np.r_[np.ones(n), np.zeros(n)]
     # (measured 0.88 with truncation to the smallest IN/OUT count of these random memberships)
     assert auc(*roc(np.r_[members, gaussian_llr(target, signals, is_in)], y)) > 0.8
+
+
+# -- RMIA ----------------------------------------------------------------------------------------
+def test_rmia_score_by_hand_and_brute_force():
+    z = np.array([1.0, 1.0, 4.0])
+    np.testing.assert_allclose(rmia_score(np.array([2.0, 0.5, 4.0]), z), [2 / 3, 0.0, 1.0])
+    np.testing.assert_allclose(rmia_score(np.array([2.0, 8.0]), z, gamma=2.0), [2 / 3, 1.0])
+    rng = np.random.default_rng(0)
+    rx, rz = rng.lognormal(size=40), rng.lognormal(size=30)
+    brute = ((rx[:, None] / rz[None, :]) >= 1.5).mean(1)
+    np.testing.assert_allclose(rmia_score(rx, rz, gamma=1.5), brute)
+    with pytest.raises(ValueError, match="population"):
+        rmia_score(rx, np.zeros(0))

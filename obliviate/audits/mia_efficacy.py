@@ -29,10 +29,11 @@ def _features(logits: np.ndarray, y: np.ndarray, kind: str) -> np.ndarray:
         return p[n, y][:, None]
     if kind == "entropy":
         return -(p * np.log(np.clip(p, 1e-30, None))).sum(1, keepdims=True)
-    # modified entropy (Song & Mittal 2021), as in SVC_MIA.py's m_entropy
+    # modified entropy (Song & Mittal 2021, eq. 5):
+    # -(1 - p_y) log p_y - sum_{i != y} p_i log(1 - p_i)
     log_p, log_1mp = np.log(np.clip(p, 1e-30, None)), np.log(np.clip(1 - p, 1e-30, None))
-    mod = (1 - p) * log_p
-    mod[n, y] = p[n, y] * log_1mp[n, y]
+    mod = p * log_1mp
+    mod[n, y] = (1 - p[n, y]) * log_p[n, y]
     return -mod.sum(1, keepdims=True)
 
 

@@ -1,6 +1,8 @@
 """Scoring for membership audits, in numpy only: ROC, AUC, TPR at a fixed FPR, balanced accuracy,
 bootstrap and t confidence intervals, and the per-example Gaussian likelihood ratios of LiRA.
 
+RMIA's pairwise score against population samples is here too (``rmia_score``).
+
 Conventions: a higher score means "member"; ``is_member`` is 1 for members (e.g. the forget
 set on the original model), 0 for non-members (held-out test data). Signals from K shadow
 models on N examples are (K, N) arrays with a (K, N) bool mask saying which entries count.
@@ -45,6 +47,7 @@ __all__ = [
     "gaussian_logpdf",
     "mean_ci",
     "offline_score",
+    "rmia_score",
     "roc",
     "t_quantile",
     "tpr_at",
@@ -328,3 +331,21 @@ def offline_score(
     if test == "two-sided":
         return -gaussian_logpdf(t, mu, sd).mean(axis=1)
     raise ValueError(f"test must be 'one-sided' or 'two-sided', got {test!r}")
+
+
+# -- RMIA: pairwise likelihood ratios against a population ----------------------------------------
+def rmia_score(ratio_x: np.ndarray, ratio_z: np.ndarray, *, gamma: float = 1.0) -> np.ndarray:
+    """RMIA's score (Zarifzadeh et al. 2024, arXiv:2312.03262): for each x, the fraction of
+    population samples z with LR(x) / LR(z) >= gamma, where LR = Pr(.|theta) / Pr(.).
+
+    ``ratio_x`` (N,) and ``ratio_z`` (Z,) are the likelihood ratios, > 0. Computed by sorting
+    (N log Z), not by the N x Z comparison matrix. Higher means "member".
+    """
+    rx = np.asarray(ratio_x, dtype=np.float64)
+    rz = np.sort(np.asarray(ratio_z, dtype=np.float64))
+    if rz.size == 0:
+        raise ValueError("RMIA needs at least one population sample z")
+    if gamma <= 0:
+        raise ValueError(f"gamma must be > 0, got {gamma}")
+    # LR(x) / LR(z) >= gamma  <=>  LR(z) <= LR(x) / gamma  (all ratios positive)
+    return np.searchsorted(rz, rx / gamma, side="right") / rz.size
