@@ -88,23 +88,23 @@ def main() -> None:
     t = rows["original"].manifest["timings"]
     orig_s, oracle_s = t["original_train_s"], t["oracle_train_s"]
     params = sum(p.numel() for p in model.parameters())
-    print(f"| quantity | value |\n|---|---|")
+    print("| quantity | value |\n|---|---|")
     print(f"| model | stride CNN, {params:,} parameters |")
     print(f"| threads | {args.threads} |")
     print(f"| fp32 matmul peak (2048^2) | {peak:.0f} GFLOP/s |")
     print(
-        f"| FLOPs per image (train / inference) | {train_flops / 1e6:.1f} M / {infer_flops / 1e6:.1f} M |"
+        f"| FLOPs per image (train / inference) | {train_flops / 1e6:.1f} M / {infer_flops / 1e6:.1f} M |"  # noqa: E501
     )
-    print(f"| training throughput | {train_ips:,.0f} img/s = {train_ips * train_flops / 1e9:.0f} GFLOP/s "
+    print(f"| training throughput | {train_ips:,.0f} img/s = {train_ips * train_flops / 1e9:.0f} GFLOP/s "  # noqa: E501
           f"= {train_ips * train_flops / 1e9 / peak:.0%} of peak |")  # fmt: skip
     print(
-        f"| inference throughput | {infer_ips:,.0f} img/s = {infer_ips * infer_flops / 1e9 / peak:.0%} of peak |"
+        f"| inference throughput | {infer_ips:,.0f} img/s = {infer_ips * infer_flops / 1e9 / peak:.0%} of peak |"  # noqa: E501
     )
     print(f"| original + oracle training (10 epochs each) | {orig_s + oracle_s:.0f} s (original "
           f"{orig_s:.0f} s, oracle {oracle_s:.0f} s) |")  # fmt: skip
     print(f"| original test accuracy | {rows['original'].metrics()['accuracy.test_acc']:.4f} |")
     print(
-        f"| oracle test accuracy (Shirt never seen) | {rows['oracle'].metrics()['accuracy.test_acc']:.4f} |"
+        f"| oracle test accuracy (Shirt never seen) | {rows['oracle'].metrics()['accuracy.test_acc']:.4f} |"  # noqa: E501
     )
 
 

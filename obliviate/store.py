@@ -158,7 +158,9 @@ def load_weights(model: nn.Module, path: Path, *, sha256: str | None = None) -> 
     try:
         state = load_file(str(path))
     except Exception as e:  # safetensors raises its own error types for truncated headers
-        raise CacheError(f"{path} is not a readable safetensors file ({e}). Delete it to retrain.")
+        raise CacheError(
+            f"{path} is not a readable safetensors file ({e}). Delete it to retrain."
+        ) from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:

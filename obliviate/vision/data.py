@@ -89,8 +89,8 @@ DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 # SHA-256 of the *decompressed* IDX payloads: the Debian package recompresses the .gz files, so
 # only the payload hash is the same whichever source the files come from.
 FASHION_FILES = {
-    "train-images-idx3-ubyte.gz": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-    "train-labels-idx1-ubyte.gz": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "train-images-idx3-ubyte.gz": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",  # noqa: E501
+    "train-labels-idx1-ubyte.gz": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",  # noqa: E501
     "t10k-images-idx3-ubyte.gz": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
     "t10k-labels-idx1-ubyte.gz": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
 }
@@ -298,7 +298,8 @@ def _parse_class(token: str, classes: tuple[str, ...]) -> int:
     if len(starts) == 1:
         return starts[0]
     raise ValueError(
-        f"unknown class {token!r}; this dataset's classes are {list(classes)} (or 0..{len(classes) - 1})"
+        f"unknown class {token!r}; this dataset's classes are {list(classes)} "
+        f"(or 0..{len(classes) - 1})"
     )
 
 
