@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from obliviate.bench.runner import RunContext, trained_model
+from obliviate.bench.runner import RunContext, reference_models
 from obliviate.loop import count_steps, derive_seed, seeded
 from obliviate.methods.influence_prune import (
     influence_scores,
@@ -128,15 +128,9 @@ def main() -> None:
     forget_rule = bench.resolve_forget(ds, args.forget)
     splits = bench.splits(ds, forget_rule, derive_seed(args.seed, "split"))
     cache = ModelCache(args.cache_dir)
-    train_seed = derive_seed(args.seed, "train")
-    original, _ = trained_model(
-        bench, ds, task, cache, train_idx=bench.all_train_indices(ds), seed=train_seed,
-        kind="original", progress=True,
-    )  # fmt: skip
-    oracle, oracle_manifest = trained_model(
-        bench, ds, task, cache, train_idx=splits.retain_idx, seed=train_seed, kind="oracle",
-        progress=True,
-    )  # fmt: skip
+    (original, _), (oracle, oracle_manifest) = reference_models(
+        bench, ds, task, cache, splits=splits, seed=args.seed, progress=True
+    )
     budget = bench.budget()
     ctx = RunContext(
         seed=derive_seed(args.seed, "audit"), bench=bench, dataset=ds, task=task, splits=splits,

@@ -6,11 +6,10 @@ from __future__ import annotations
 import copy
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 
-from obliviate.bench.runner import RunContext, trained_model
+from obliviate.bench.runner import RunContext, reference_models
 from obliviate.loop import derive_seed
 from obliviate.registry import BENCHMARKS
 from obliviate.store import ModelCache
@@ -24,15 +23,9 @@ def make_env(cache_root, forget: str = "class:3", seed: int = 0) -> SimpleNamesp
     task = bench.task(ds)
     splits = bench.splits(ds, forget, derive_seed(seed, "split"))
     cache = ModelCache(cache_root)
-    train_seed = derive_seed(seed, "train")
-    original, _ = trained_model(
-        bench, ds, task, cache, train_idx=np.arange(len(ds.train)), seed=train_seed,
-        kind="original", progress=False,
-    )  # fmt: skip
-    oracle, _ = trained_model(
-        bench, ds, task, cache, train_idx=splits.retain_idx, seed=train_seed, kind="oracle",
-        progress=False,
-    )  # fmt: skip
+    (original, _), (oracle, _) = reference_models(
+        bench, ds, task, cache, splits=splits, seed=seed, progress=False
+    )
     ctx = RunContext(
         seed=seed, bench=bench, dataset=ds, task=task, splits=splits, method=None,
         budget=bench.budget(), cache=cache, oracle=oracle, progress=False,

@@ -137,6 +137,30 @@ def trained_model(
     return cache.get_or_train(kind, request, make, train)
 
 
+def reference_models(
+    bench: Any,
+    ds: Any,
+    task: Task,
+    cache: ModelCache,
+    *,
+    splits: Splits,
+    seed: int,
+    progress: bool | str = True,
+) -> tuple[tuple[nn.Module, dict[str, Any]], tuple[nn.Module, dict[str, Any]]]:
+    """((original, manifest), (oracle, manifest)) of run seed ``seed``: the benchmark's recipe on
+    the whole training set and on the retain set, both with the same derived training seed."""
+    train_seed = derive_seed(seed, "train")
+    original = trained_model(
+        bench, ds, task, cache, train_idx=bench.all_train_indices(ds), seed=train_seed,
+        kind="original", progress=progress,
+    )  # fmt: skip
+    oracle = trained_model(
+        bench, ds, task, cache, train_idx=splits.retain_idx, seed=train_seed, kind="oracle",
+        progress=progress,
+    )  # fmt: skip
+    return original, oracle
+
+
 def _versions() -> dict[str, str]:
     import numpy
     import safetensors
@@ -286,14 +310,9 @@ def run(
     splits = bench.splits(ds, forget, derive_seed(spec.seed, "split"))
     train_seed = derive_seed(spec.seed, "train")
     t0 = time.perf_counter()
-    original, orig_manifest = trained_model(
-        bench, ds, task, cache, train_idx=bench.all_train_indices(ds), seed=train_seed,
-        kind="original", progress=progress,
-    )  # fmt: skip
-    oracle, oracle_manifest = trained_model(
-        bench, ds, task, cache, train_idx=splits.retain_idx, seed=train_seed, kind="oracle",
-        progress=progress,
-    )  # fmt: skip
+    (original, orig_manifest), (oracle, oracle_manifest) = reference_models(
+        bench, ds, task, cache, splits=splits, seed=spec.seed, progress=progress
+    )
     load_s = time.perf_counter() - t0
     oracle_train_s = float(oracle_manifest.get("train", {}).get("seconds", float("nan")))
     budget = bench.budget(spec.max_steps)
