@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from obliviate.loop import TrainRecipe, preserve_mode, train_model
+from obliviate.loop import TrainRecipe, preserve_mode, seeded, train_model
 from obliviate.registry import BENCHMARKS
 from obliviate.types import Budget, Splits
 from obliviate.vision.data import TensorData, load_dataset
@@ -201,8 +201,6 @@ class PoisonBenchmark:
         Use this to reproduce the paper's protocol; the runner initialises models from its own
         derived seeds instead. The global RNG state is restored afterwards.
         """
-        from obliviate.loop import seeded
-
         with seeded(self.data_seed):
             torch.rand(self.n_retain + self.n_forget, 1)  # the draws load() repeats
             model = self.make_model(self.load())

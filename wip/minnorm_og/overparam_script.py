@@ -51,7 +51,7 @@ import torch
 from torch import nn
 
 from obliviate.bench.overparam import gray_error
-from obliviate.bench.runner import trained_model
+from obliviate.bench.runner import reference_models
 from obliviate.loop import derive_seed, seeded
 from obliviate.registry import BENCHMARKS, METHODS
 from obliviate.store import ModelCache
@@ -251,15 +251,9 @@ def run_tinted(kind: str, epochs: int, args: argparse.Namespace, cache: ModelCac
     out: dict[str, Any] = {"bench": bench.name, "epochs": epochs, "seeds": {}}
     for seed in range(args.tinted_seeds):
         sp = bench.splits(ds, "tinted", derive_seed(seed, "split"))
-        ts = derive_seed(seed, "train")
-        original, _ = trained_model(
-            bench, ds, task, cache, train_idx=bench.all_train_indices(ds), seed=ts,
-            kind="original", progress="original",
-        )  # fmt: skip
-        oracle, _ = trained_model(
-            bench, ds, task, cache, train_idx=sp.retain_idx, seed=ts, kind="oracle",
-            progress="oracle",
-        )  # fmt: skip
+        (original, _), (oracle, _) = reference_models(
+            bench, ds, task, cache, splits=sp, seed=seed, progress="reference"
+        )
         # limited retain access: the same 1% sample of D_r for every method
         rng = np.random.default_rng(derive_seed(seed, "retain-access"))
         n_keep = max(1, int(args.retain_access * len(sp.retain)))
