@@ -271,7 +271,9 @@ class Apollo:
     w: tuple[float, float] = (1.0, 1.0)  # (w0, w1): weights of the IN and OUT CE terms
     exact: Literal["split-out", "retrain"] = "split-out"  # IN models when no method (oracle row)
     fprs: tuple[float, ...] = (0.01, 0.05, 0.1)  # report TPR and precision at these FPRs
-    batch_size: int = 256  # targets walked together (memory only; results do not depend on it)
+    batch_size: int = (
+        256  # targets walked together (memory and speed; the same up to float rounding)
+    )
     tag: str = "apollo"  # shadow-bank tag
 
     def __post_init__(self) -> None:
@@ -298,6 +300,7 @@ class Apollo:
             "type": f"{type(method).__module__}.{type(method).__qualname__}",
             "params": params,
         }
+        log.info("apollo: %d shadows unlearn their targets with %s", len(bank.models), method)
         out = []
         for k, shadow in enumerate(bank.models):
             train_idx = bank.train_idx(k)
