@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -259,7 +260,11 @@ def regress_rates(
     coef, pval = dict(empty), dict(empty)
     r2 = r2_adj = nan
     if len(y) > len(keep) + 1:  # a joint fit needs more facts than parameters
-        fit = sm.OLS(y, sm.add_constant(z, has_constant="add")).fit()
+        with warnings.catch_warnings():
+            # Collinear metrics (degree and weighted degree on unweighted graphs) make the design
+            # rank-deficient; OLS then uses the pseudo-inverse, which is what we want.
+            warnings.simplefilter("ignore")
+            fit = sm.OLS(y, sm.add_constant(z, has_constant="add")).fit()
         r2, r2_adj = float(fit.rsquared), float(fit.rsquared_adj)
         for c, name in enumerate(used):
             coef[name] = float(fit.params[c + 1])
