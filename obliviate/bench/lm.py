@@ -13,12 +13,14 @@ tokenizers, faker...) only inside functions, so the core never pays for them.
   the world graph is ``ds.world`` (``ds.world.graph()`` for networkx). ``base="tiny-llama"``
   (default; trained from scratch on the world) or ``"smollm2"`` or a Hugging Face name/path.
 - ``lm-capitals``: countryinfo capitals that SmolLM2-135M-Instruct answers right (asked once,
-  greedy, cached): forget ``random:20`` of them. **There is no retrain oracle**: the facts come
-  from pretraining, which cannot be redone here (``has_oracle = False``). The original is the
-  unchanged pretrained model; the "oracle" row the runner computes is that same model and must
-  not be read as an oracle. Compare with the control facts (``splits.test``, also
-  ``splits.extra["control"]``): known facts the method never sees. ``splits.retain`` is the
-  other half of the known facts not forgotten (``retain_fraction``).
+  greedy, cached): forget ``random:20`` of them. Targets are statements ("The capital of France
+  is Paris."), the short answer is ``meta["answer"]`` (aliases in ``meta["aliases"]``).
+  **There is no retrain oracle**: the facts come from pretraining, which cannot be redone here
+  (``has_oracle = False``). The original is the unchanged pretrained model; the "oracle" row
+  the runner computes is that same model and must not be read as an oracle. Compare with the
+  control facts (``splits.test``, also ``splits.extra["control"]``): known facts the method
+  never sees. ``splits.retain`` is the other half of the known facts not forgotten
+  (``retain_fraction``); ``splits.extra["unknown"]``: the facts the model got wrong.
 - ``lm-wiki``: a tiny Llama trained from scratch on real Wikipedia articles (gensim's sample),
   cut into passages of about ``chunk_words`` words; forget whole articles (``articles:1`` draws
   one at random, ``article:Anarchism`` names one; MUSE-style). The oracle is trained without
@@ -353,6 +355,7 @@ def _load_capitals(bench: CapitalsBenchmark) -> LMDataset:
         "relations": list(bench.relations),
         "max_new_tokens": bench.max_new_tokens,
         "template": task.prompt_template,
+        "questions": cache_key({"q": [f["question"] for f in facts]}),
     }
     path = lm_cache_dir() / "known-facts" / f"{cache_key(request)}.json"
     if path.exists():
@@ -372,7 +375,10 @@ def _load_capitals(bench: CapitalsBenchmark) -> LMDataset:
     log.info("%s knows %d of %d facts", bench.base, len(known), len(facts))
 
     def enc(rows: list[dict[str, Any]]) -> Any:
-        return task.encode([r["question"] for r in rows], [r["answer"] for r in rows], meta=rows)
+        # the target is the full statement: an instruct model answers in sentences, so a bare
+        # "Paris" followed by end-of-turn is improbable (14 nats) even for a known fact
+        targets = [r["statement"] for r in rows]
+        return task.encode([r["question"] for r in rows], targets, meta=rows)
 
     return LMDataset(bench.name, enc(known), enc(unknown), tok, source="countryinfo",
                      info={"n_asked": len(facts), "n_known": len(known)})  # fmt: skip

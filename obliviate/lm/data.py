@@ -302,7 +302,9 @@ def make_world(
 
 # -- countryinfo facts ---------------------------------------------------------------------------
 def country_facts(*, relations: Sequence[str] = ("capital",)) -> list[dict[str, Any]]:
-    """Real facts from countryinfo: {"country", "relation", "question", "answer", "aliases"}.
+    """Real facts from countryinfo: {"country", "relation", "question", "answer", "aliases",
+    "statement"} (the statement is the answer as a chat model words it: "The capital of France
+    is Paris.").
 
     ``relations``: "capital" ("What is the capital of France?" -> "Paris") and "region"
     ("Which continent is France in?" -> "Europe"). Sorted by country name: deterministic.
@@ -313,6 +315,7 @@ def country_facts(*, relations: Sequence[str] = ("capital",)) -> list[dict[str, 
         "capital": "What is the capital of {c}?",
         "region": "On which continent is {c}?",
     }
+    statements = {"capital": "The capital of {c} is {a}.", "region": "{c} is in {a}."}
     bad = set(relations) - set(questions)
     if bad:
         raise ValueError(f"unknown country relation(s) {sorted(bad)}; use {sorted(questions)}")
@@ -324,15 +327,18 @@ def country_facts(*, relations: Sequence[str] = ("capital",)) -> list[dict[str, 
                 answer = c.capital() if rel == "capital" else c.region()
             except (KeyError, AttributeError):
                 continue
-            if not answer or not name:
+            aliases = answer if isinstance(answer, list) else [answer]
+            aliases = [str(a) for a in aliases if a]
+            if not aliases or not name:
                 continue
             out.append(
                 {
                     "country": name,
                     "relation": rel,
                     "question": questions[rel].format(c=name),
-                    "answer": answer,
-                    "aliases": [answer],
+                    "answer": aliases[0],  # countryinfo lists several for a few countries
+                    "aliases": aliases,
+                    "statement": statements[rel].format(c=name, a=aliases[0]),
                 }
             )
     return out
