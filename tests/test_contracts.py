@@ -15,6 +15,7 @@ import torch
 from obliviate.loop import count_steps, seeded
 from obliviate.registry import AUDITS, METHODS
 from obliviate.types import Budget
+from tests.conftest import KIND_FIXTURES
 
 # Audits that train banks of shadow models are exercised by their own (smaller) tests.
 HEAVY_AUDITS = {"lira", "u-lira", "rmia", "epsilon", "apollo"}
@@ -41,10 +42,19 @@ def _unlearn(name, env, seed=0, max_steps=4):
     return out, c.steps
 
 
-@pytest.mark.parametrize(
-    "name", [n for n in METHODS.names() if "vision" in METHODS.get(n).supports]
-)
-def test_method_contract(name, tiny):
+def _kinds(registry) -> list:
+    """(name, kind) for every entry and every Task kind that has a tiny fixture."""
+    return [
+        pytest.param(n, k, id=f"{n}-{k}")
+        for n in registry.names()
+        for k in sorted(registry.get(n).supports)
+        if k in KIND_FIXTURES
+    ]
+
+
+@pytest.mark.parametrize(("name", "kind"), _kinds(METHODS))
+def test_method_contract(name, kind, request):
+    tiny = request.getfixturevalue(KIND_FIXTURES[kind])
     model, steps = _unlearn(name, tiny)
     assert isinstance(model, torch.nn.Module)
     assert steps <= 4, f"{name} took {steps} optimizer steps with a budget of 4"
@@ -58,10 +68,9 @@ def test_method_contract(name, tiny):
         assert torch.equal(a, b), f"{name}: the same seed gave different weights ({k})"
 
 
-@pytest.mark.parametrize(
-    "name", [n for n in METHODS.names() if "vision" in METHODS.get(n).supports]
-)
-def test_method_restores_eval_mode(name, tiny):
+@pytest.mark.parametrize(("name", "kind"), _kinds(METHODS))
+def test_method_restores_eval_mode(name, kind, request):
+    tiny = request.getfixturevalue(KIND_FIXTURES[kind])
     method = METHODS.build(name, {})
     model = tiny.fresh().eval()
     with seeded(0):
@@ -76,10 +85,10 @@ def test_method_restores_eval_mode(name, tiny):
 
 
 @pytest.mark.parametrize(
-    "name",
-    [n for n in AUDITS.names() if n not in HEAVY_AUDITS and "vision" in AUDITS.get(n).supports],
+    ("name", "kind"), [p for p in _kinds(AUDITS) if p.values[0] not in HEAVY_AUDITS]
 )
-def test_audit_contract(name, tiny):
+def test_audit_contract(name, kind, request):
+    tiny = request.getfixturevalue(KIND_FIXTURES[kind])
     audit = AUDITS.build(name, {})
     unlearned = tiny.fresh()
     before = {k: v.clone() for k, v in unlearned.state_dict().items()}
@@ -90,6 +99,10 @@ def test_audit_contract(name, tiny):
     assert r1.metrics, f"{name} returned no metrics"
     for k, v in r1.metrics.items():
         assert math.isfinite(v), f"{name}: metric {k} = {v}"
-        assert v == r2.metrics[k], f"{name}: metric {k} differs between two seeded calls"
+        # Equal up to float round-off: least squares and eigenvector iterations (the
+        # entanglement regression) may sum in another order between two calls.
+        assert math.isclose(v, r2.metrics[k], rel_tol=1e-9, abs_tol=1e-12), (
+            f"{name}: metric {k} differs between two seeded calls ({v} vs {r2.metrics[k]})"
+        )
     for k, v in unlearned.state_dict().items():
         assert torch.equal(v, before[k]), f"{name} changed the audited model ({k})"

@@ -104,6 +104,18 @@ def parse_count(rule: str, total: int, *, unit: str) -> tuple[int, str]:
     return count, canonical
 
 
+def _fingerprint(ds: LMDataset) -> str:
+    """A hash of the tokenised training rows. The world (faker), the BPE (tokenizers) and the
+    known-fact filter (the model's answers) may change with package versions while every
+    benchmark field stays the same; the cache key must change with them."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in (ds.train.input_ids, ds.train.labels, ds.test.input_ids):
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def _bench_task(tokenizer: Any, chat: bool) -> Any:
     from obliviate.lm.task import LMTask
 
@@ -227,6 +239,7 @@ class WorldBenchmark:
             "vocab_size": self.vocab_size if self.base == "tiny-llama" else None,
             "chat": self.chat,
             "recipe": asdict(self.recipe),
+            "data": _fingerprint(self.load()),
         }
 
     def all_train_indices(self, ds: LMDataset) -> np.ndarray:
@@ -325,7 +338,7 @@ class CapitalsBenchmark:
 
     def identity(self) -> dict[str, Any]:
         return {"family": "lm-capitals", "base": self.base, "chat": self.chat,
-                "relations": list(self.relations)}  # fmt: skip
+                "relations": list(self.relations), "data": _fingerprint(self.load())}  # fmt: skip
 
     def all_train_indices(self, ds: LMDataset) -> np.ndarray:
         return np.arange(len(ds.train))
@@ -475,6 +488,7 @@ class WikiBenchmark:
             "arch": self._arch(),
             "vocab_size": self.vocab_size,
             "recipe": asdict(self.recipe),
+            "data": _fingerprint(self.load()),
         }
 
     def all_train_indices(self, ds: LMDataset) -> np.ndarray:
