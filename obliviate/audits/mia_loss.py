@@ -27,25 +27,57 @@ Choices (stated because they change the numbers):
   mispredicted): compare with the oracle row's value, which the runner audits the same way.
 - Confidence intervals: a percentile bootstrap of the AUC, resampling members and non-members
   separately (a private helper until ``stats.py`` grows one).
+
+Language models (``task.kind == "lm"``). The signal is the per-token **mean** NLL of the target
+(the answer of a QA row, the passage of plain text), through ``task.sequence_nll``; the score is
+its negative (``loss``) or exp(-mean NLL), the answer probability (``confidence``, same ROC).
+This module also holds the driver every LM membership attack shares (``lm_membership_audit``;
+mia-zlib, mia-min-k, mia-min-k-plus-plus and mia-reference differ only in their score):
+- Members are the forget rows, non-members the held-out rows: ``splits.extra["holdout_qa"]``
+  (lm-world: QA of people never trained on; the members are then ``extra["forget_qa"]``, so
+  that biographies are not compared with questions), else ``extra["holdout"]`` (lm-wiki:
+  passages of articles never trained on), else ``splits.test``.
+- AUC convention: forget = member, higher score = member, so 1 means the forget rows are more
+  likely than held-out ones. OpenUnlearning labels forget = 0 and holdout = 1 in
+  ``roc_auc_score`` but signs its scores the other way (higher = *less* likely a member: the
+  loss), so the two flips cancel and its AUC is the same number as ours (its docstring: "auc is
+  1 when the forget data is much more likely than the holdout data"). Only a score taken from
+  OpenUnlearning without its sign gives 1 - AUC.
+- Every LM attack reports the same metrics for the audited model (no prefix), the frozen
+  original (``original.``) and the retrain oracle ``ctx.oracle`` (``oracle.``): AUC with a
+  bootstrap interval (``auc_ci_low``/``auc_ci_high``, members and non-members resampled
+  separately), TPR at each FPR in ``fprs``, the best balanced accuracy, the mean scores; the
+  per-example scores go to ``Report.arrays`` (``scores``, ``original.scores``,
+  ``oracle.scores``, with one ``is_member``). On the original the attack measures what there
+  was to forget; the oracle's numbers are the target (an oracle is not at 0.5 when held-out
+  rows are harder or easier than the forget rows).
+- No Yeom threshold for LMs (it needs the retain rows' scores; the sweep is what LLM papers
+  report).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import numpy as np
 from torch import nn
 
-from obliviate.audits.signals import predict_logits
-from obliviate.audits.stats import auc, roc, tpr_at
+from obliviate.audits.signals import predict_logits, token_logprobs
+from obliviate.audits.stats import auc, bootstrap_ci, roc, tpr_at
+from obliviate.loop import derive_seed
 from obliviate.registry import AUDITS
 from obliviate.types import AuditContext, Data, Report, Splits, Task
 
 __all__ = [
     "EntropyMIA",
+    "LMScore",
     "LossMIA",
     "Signal",
+    "lm_membership_audit",
+    "lm_membership_data",
+    "mean_logprob",
     "membership_signal",
     "nonmember_data",
     "threshold_attack",
@@ -151,6 +183,111 @@ def threshold_attack(
     return out
 
 
+# -- language models ---------------------------------------------------------------------------
+# A score function: (model, data) -> per-example membership score (N,), higher = member.
+LMScore = Callable[[nn.Module, Data], np.ndarray]
+
+
+def mean_logprob(model: nn.Module, data: Data, task: Task) -> np.ndarray:
+    """Per example, the mean log-probability of its target tokens, -(mean token NLL), (N,)."""
+    return np.array([lp.mean() if lp.size else 0.0 for lp in token_logprobs(model, data, task)])
+
+
+def lm_membership_data(splits: Splits, which: NonMembers = "auto") -> tuple[Data, Data, str]:
+    """(members, non-members, name of the non-member set) of the LM attacks (module notes)."""
+    if which == "forget_test":
+        raise ValueError(
+            "nonmembers='forget_test' is for class requests on classifiers; language-model "
+            "benchmarks hold out people or articles: use nonmembers='auto' or 'test'"
+        )
+    if which not in ("auto", "test"):
+        raise ValueError(f"nonmembers must be 'auto' or 'test' for language models, got {which!r}")
+    members, held, name = splits.forget, splits.test, "test"
+    if which == "auto":
+        for key in ("holdout_qa", "holdout"):
+            if len(splits.extra.get(key, ())) > 0:
+                held, name = splits.extra[key], key
+                break
+    # QA held out: compare with the forget QA rows only (no biographies among the members)
+    if name == "holdout_qa" and len(splits.extra.get("forget_qa", ())) > 0:
+        members = splits.extra["forget_qa"]
+    if len(members) == 0 or len(held) == 0:
+        raise ValueError(
+            f"an LM membership attack needs forget rows and held-out rows (got {len(members)} "
+            f"and {len(held)}); use a benchmark that holds out people or articles"
+        )
+    return members, held, name
+
+
+def _lm_metrics(
+    s_in: np.ndarray,
+    s_out: np.ndarray,
+    *,
+    fprs: tuple[float, ...],
+    n_bootstrap: int,
+    ci_level: float,
+    seed: int,
+) -> dict[str, float]:
+    out = threshold_attack(s_in, s_out, fprs=fprs)
+    if n_bootstrap > 0:
+        scores = np.r_[s_in, s_out]
+        member = np.r_[np.ones(len(s_in)), np.zeros(len(s_out))]
+        ci = bootstrap_ci(
+            lambda s, m: auc(*roc(s, m)), scores, member, n_boot=n_bootstrap, level=ci_level,
+            seed=seed, strata=member,
+        )  # fmt: skip
+        out |= {"auc_ci_low": ci.low, "auc_ci_high": ci.high}
+    return out | {
+        "forget_mean_score": float(s_in.mean()),
+        "heldout_mean_score": float(s_out.mean()),
+        "n_members": float(len(s_in)),
+        "n_nonmembers": float(len(s_out)),
+    }
+
+
+def lm_membership_audit(
+    name: str,
+    score: LMScore,
+    original: nn.Module,
+    unlearned: nn.Module,
+    splits: Splits,
+    *,
+    ctx: AuditContext,
+    nonmembers: NonMembers = "auto",
+    fprs: tuple[float, ...] = (0.01, 0.001),
+    n_bootstrap: int = 200,
+    ci_level: float = 0.95,
+    notes: Sequence[str] = (),
+) -> Report:
+    """Score members and non-members under the audited model, the original and the oracle, and
+    report each one's ROC metrics (prefixes "", "original.", "oracle."); see the module notes."""
+    members, held, which = lm_membership_data(splits, nonmembers)
+    metrics: dict[str, float] = {}
+    arrays: dict[str, np.ndarray] = {
+        "is_member": np.r_[np.ones(len(members)), np.zeros(len(held))].astype(np.int8)
+    }
+    done: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # the oracle row audits ctx.oracle itself
+    seed = derive_seed(ctx.seed, name, "bootstrap")
+    for prefix, model in (("", unlearned), ("original.", original), ("oracle.", ctx.oracle)):
+        if id(model) not in done:
+            s_in = np.asarray(score(model, members), dtype=np.float64)
+            s_out = np.asarray(score(model, held), dtype=np.float64)
+            done[id(model)] = (s_in, s_out)
+        s_in, s_out = done[id(model)]
+        part = _lm_metrics(
+            s_in, s_out, fprs=fprs, n_bootstrap=n_bootstrap, ci_level=ci_level, seed=seed
+        )
+        metrics |= {prefix + k: v for k, v in part.items()}
+        arrays[prefix + "scores"] = np.r_[s_in, s_out]
+    notes = [
+        f"members = forget rows ({len(members)}), non-members = {which} ({len(held)}); AUC 1 = "
+        f"forget more likely than held-out (OpenUnlearning's AUC is the same number); compare "
+        f"with oracle.auc, not with 0.5",
+        *notes,
+    ]
+    return Report(name, metrics, arrays=arrays, notes=notes)
+
+
 def _audit(
     name: str,
     signal: Signal,
@@ -208,11 +345,12 @@ def _audit(
 @AUDITS.register("mia-loss")
 @dataclass(frozen=True)
 class LossMIA:
-    """Loss-threshold MIA (Yeom et al. 2018): forget set vs held-out data."""
+    """Loss-threshold MIA (Yeom et al. 2018): forget set vs held-out data. For language models
+    the signal is the per-token mean NLL of the target (module notes)."""
 
-    supports: ClassVar[frozenset[str]] = frozenset({"vision"})
-    signal: Literal["loss", "confidence"] = "loss"  # log p_y (Yeom) or p_y (same ROC)
-    nonmembers: NonMembers = "auto"  # held-out set; auto = forget_test for class requests
+    supports: ClassVar[frozenset[str]] = frozenset({"vision", "lm"})
+    signal: Literal["loss", "confidence"] = "loss"  # log p_y or p_y (LM: of the token-mean NLL)
+    nonmembers: NonMembers = "auto"  # held-out set; auto = forget_test / holdout_qa / holdout
     fprs: tuple[float, ...] = (0.01, 0.001)  # report TPR at these false-positive rates
     max_retain: int = 5000  # retain examples for Yeom's threshold (seeded subsample beyond)
     n_bootstrap: int = 200  # bootstrap resamples for the AUC interval; 0 disables it
@@ -227,10 +365,26 @@ class LossMIA:
         task: Task,
         ctx: AuditContext,
     ) -> Report:
+        if getattr(task, "kind", None) == "lm":
+            return self._audit_lm(original, unlearned, splits, task=task, ctx=ctx)
         return _audit(
             "mia-loss", self.signal, unlearned, splits, task=task, ctx=ctx,
             nonmembers=self.nonmembers, fprs=self.fprs, max_retain=self.max_retain,
             n_bootstrap=self.n_bootstrap, ci_level=self.ci_level,
+        )  # fmt: skip
+
+    def _audit_lm(
+        self, original: nn.Module, unlearned: nn.Module, splits: Splits, *, task: Task,
+        ctx: AuditContext,
+    ) -> Report:  # fmt: skip
+        def score(model: nn.Module, data: Data) -> np.ndarray:
+            s = mean_logprob(model, data, task)  # -(mean token NLL)
+            return np.exp(s) if self.signal == "confidence" else s
+
+        return lm_membership_audit(
+            "mia-loss", score, original, unlearned, splits, ctx=ctx, nonmembers=self.nonmembers,
+            fprs=self.fprs, n_bootstrap=self.n_bootstrap, ci_level=self.ci_level,
+            notes=[f"signal {self.signal}: per-token mean NLL of the target (Yeom et al. 2018)"],
         )  # fmt: skip
 
 

@@ -32,7 +32,8 @@ API (every method and audit of the LM track goes through this):
 - ``evaluate(model, data)`` -> {"loss" (token-mean NLL), "ppl" (exp of it), "answer_prob"
   (mean over examples of exp(-mean token NLL), TOFU's "probability"), "nll_sum", "n_tokens"}.
 - ``generate(model, prompts, max_new_tokens=...)`` -> list[str]: batched greedy decoding with a
-  KV cache, prompts left-padded, formatted like ``encode``; stops at EOS.
+  KV cache, prompts left-padded, formatted like ``encode``; stops at EOS. ``raw=True`` continues
+  plain text (BOS + the prompt's tokens, no template).
 - ``train_lm(model, data, task=, recipe=, seed=)``: the loop of LM originals and oracles
   (AdamW, warm-up + cosine, batch token-mean NLL, gradient clipping).
 
@@ -135,6 +136,11 @@ class LMTask:
         bos = self.tokenizer.bos_token_id
         use_bos = self.add_bos and bos is not None and not (self.chat and prompt)
         return ([int(bos)] if use_bos else []) + self._ids(self.format_prompt(prompt))
+
+    def _raw_ids(self, text: str) -> list[int]:
+        """BOS + the tokens of plain ``text`` (a row without a question, as ``encode`` has it)."""
+        bos = self.tokenizer.bos_token_id
+        return ([int(bos)] if self.add_bos and bos is not None else []) + self._ids(text)
 
     def encode(
         self,
@@ -295,15 +301,22 @@ class LMTask:
         *,
         max_new_tokens: int = 32,
         batch_size: int | None = None,
+        raw: bool = False,
     ) -> list[str]:
-        """Greedy completions of ``prompts`` (formatted as in ``encode``), batched, KV-cached."""
+        """Greedy completions of ``prompts`` (formatted as in ``encode``), batched, KV-cached.
+
+        ``raw=True`` continues plain text instead: each prompt is BOS + its own tokens, with no
+        prompt or chat template (as ``encode`` builds rows without a question), e.g. MUSE's
+        VerbMem continuing the prefix of a passage."""
         dev = self._device(model)
         bs = batch_size or self.eval_batch_size
         out: list[str] = []
         with preserve_mode(model):
             model.eval()
             for s in range(0, len(prompts), bs):
-                enc = [self._prompt_ids(p) for p in prompts[s : s + bs]]
+                enc = [
+                    self._raw_ids(p) if raw else self._prompt_ids(p) for p in prompts[s : s + bs]
+                ]
                 width = max(len(e) for e in enc)
                 ids = torch.full((len(enc), width), self.pad_id, dtype=torch.long)
                 mask = torch.zeros((len(enc), width), dtype=torch.long)

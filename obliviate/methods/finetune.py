@@ -3,6 +3,8 @@
 
 Scale-down: the papers fine-tune 10 epochs against a 182-epoch retrain (5% of its cost); our
 benchmarks retrain in 10 epochs, so the default is 1 epoch at the papers' lr 0.01 (10% of it).
+Modality-free through ``task.loss`` (retain NLL for LMs, the DDPM loss for diffusion models); the
+defaults are the classifier papers', other modalities pass their own lr.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from obliviate.types import Budget, Data, Task
 @METHODS.register("finetune")
 @dataclass(frozen=True)
 class FineTune:
-    supports: ClassVar[frozenset[str]] = frozenset({"vision"})
+    supports: ClassVar[frozenset[str]] = frozenset({"vision", "lm", "diffusion"})
     lr: float = 0.01  # SGD learning rate (Apollo/SalUn FT use 0.01)
     epochs: float = 1.0  # passes over the retain set (see the scale-down note)
     batch_size: int = 128  # retain examples per step

@@ -3,6 +3,12 @@
 Maximises the cross-entropy of D_f and nothing else, so it forgets fast and damages the rest;
 the standard lower bar. Defaults follow Apollo's `unlearn/GA.py` (lr 2e-4, 10 epochs over D_f,
 gradient-norm clip 0.1, the model in eval mode so BatchNorm statistics stay fixed).
+
+Modality-free through ``task.loss``: the cross-entropy for classifiers, the per-example *summed*
+answer NLL for language models, the DDPM loss for diffusion models (so it also serves as the
+"gradient ascent" row of the LM and text-to-image benchmarks). The defaults are the classifier
+papers'; OpenUnlearning's GradAscent for LMs is AdamW at lr 1e-5 for 10 epochs of batch 32 on a
+7B model (``--set optimizer=adamw lr=1e-5 batch_size=32``); the LM benchmarks pass their own.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from obliviate.types import Budget, Data, Task
 @METHODS.register("grad-ascent")
 @dataclass(frozen=True)
 class GradAscent:
-    supports: ClassVar[frozenset[str]] = frozenset({"vision"})
+    supports: ClassVar[frozenset[str]] = frozenset({"vision", "lm", "diffusion"})
     lr: float = 2e-4  # SGD learning rate; GA diverges quickly above ~1e-3
     epochs: float = 10.0  # passes over the forget set
     batch_size: int = 128  # forget examples per step
