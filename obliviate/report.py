@@ -826,13 +826,21 @@ def _sections(trs: Sequence[TableRow]) -> dict[tuple[str, str], list[TableRow]]:
     return out
 
 
+def _reference_copy(key: str) -> bool:
+    """A metric an audit computed on the original or the oracle *inside* a method's run
+    ("<audit>.original.<m>", "<audit>.oracle.<m>"), so that one run folder reads on its own.
+    The tables show those models as their own rows, so these columns would repeat them; they
+    stay in the CSV and in the single-run evidence page."""
+    return key.partition(".")[2].startswith(("original.", "oracle."))
+
+
 def _audits_of(trs: Sequence[TableRow]) -> dict[str, list[str]]:
-    """audit -> its metric keys, in order of appearance."""
+    """audit -> its metric keys, in order of appearance (reference copies left out)."""
     out: dict[str, list[str]] = {}
     for tr in trs:
         for k in tr.metrics:
             audit = k.partition(".")[0]
-            if audit in ("summary", "cost"):
+            if audit in ("summary", "cost") or _reference_copy(k):
                 continue
             out.setdefault(audit, [])
             if k not in out[audit]:
@@ -843,7 +851,9 @@ def _audits_of(trs: Sequence[TableRow]) -> dict[str, list[str]]:
 def _overview_keys(trs: Sequence[TableRow]) -> list[str]:
     present = {k for tr in trs for k in tr.metrics}
     keys = [k for k in OVERVIEW_KEYS if k in present]
-    keys += sorted(k for k in present if k.endswith(".auc") and k not in keys)
+    keys += sorted(
+        k for k in present if k.endswith(".auc") and k not in keys and not _reference_copy(k)
+    )
     keys += [k for k in _OVERVIEW_EXTRA if k in present]
     return keys + [k for k in COST_KEYS if k in present]
 
@@ -1097,8 +1107,16 @@ def _roc_pairs(arrays: Mapping[str, np.ndarray]) -> dict[str, tuple[np.ndarray, 
             member = arrays.get(k.partition(".")[0] + ".is_member")
         if member is None or member.shape != scores.shape or scores.ndim != 1:
             continue
+        if _reference_copy(stem):
+            continue  # the original's / oracle's own scores: drawn from their own rows
         out[stem.rstrip("._") or k] = (scores, member)
     return out
+
+
+def _first_with(tr: TableRow, pick: Any) -> Any:
+    """The first run of a table row (seed order) for which ``pick(run)`` is not None: a row may
+    merge runs whose audit lists differ (e.g. a relearn-only run beside the default one)."""
+    return next((v for r in tr.rows if (v := pick(r)) is not None), None)
 
 
 def plot_roc(trs: Sequence[TableRow], name: str) -> str | None:
@@ -1111,7 +1129,7 @@ def plot_roc(trs: Sequence[TableRow], name: str) -> str | None:
     lo = 1.0
     drawn = 0
     for tr in trs:
-        pair = _roc_pairs(_first_run(tr).arrays()).get(name)
+        pair = _first_with(tr, lambda r: _roc_pairs(r.arrays()).get(name))
         if pair is None:
             continue
         scores, member = pair
@@ -1284,6 +1302,50 @@ def plot_class_confidence(trs: Sequence[TableRow]) -> str | None:
     return _png(fig)
 
 
+def _image_keys(trs: Sequence[TableRow]) -> list[str]:
+    """Every per-run array that holds images: a key containing "images", shape (N, C, H, W)."""
+    keys: list[str] = []
+    for tr in trs:
+        for r in tr.rows:
+            for k, v in r.arrays().items():
+                if "images" in k and np.ndim(v) == 4 and v.shape[1] in (1, 3) and k not in keys:
+                    keys.append(k)
+    return keys
+
+
+def _to_rgb(x: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) images in [-1, 1] (diffusion samples) or [0, 1] -> (N, H, W, 3) in [0, 1]."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.min() < 0:
+        x = (x + 1) / 2
+    x = np.clip(x, 0, 1).transpose(0, 2, 3, 1)
+    return np.repeat(x, 3, axis=3) if x.shape[3] == 1 else x
+
+
+def plot_images(trs: Sequence[TableRow], key: str, *, n: int = 8) -> str | None:
+    """A sample grid: one line of up to ``n`` images per table row (first seed), so the
+    original, the oracle and every method are seen side by side under the same seeds."""
+    lines = [(tr.label, _first_with(tr, lambda r: r.arrays().get(key))) for tr in trs]
+    lines = [(lab, _to_rgb(v[:n])) for lab, v in lines if v is not None and np.ndim(v) == 4]
+    if not lines:
+        return None
+    cols = max(len(v) for _, v in lines)
+    fig = _figure(0.9 * cols + 1.6, 0.95 * len(lines) + 0.6)
+    axes = np.atleast_2d(fig.subplots(len(lines), cols, squeeze=False))
+    for i, (label, imgs) in enumerate(lines):
+        for j in range(cols):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j < len(imgs):
+                ax.imshow(imgs[j], interpolation="nearest")
+            else:
+                ax.set_visible(False)
+        axes[i, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(key, fontsize=10)
+    return _png(fig)
+
+
 def plot_cost(trs: Sequence[TableRow]) -> str | None:
     """Accuracy (and Avg. Gap) against cost relative to retraining, one point per row."""
     panels = [
@@ -1324,9 +1386,8 @@ def _plots(trs: Sequence[TableRow]) -> list[tuple[str, str, str]]:
     out: list[tuple[str, str, str]] = []
     names: list[str] = []
     for tr in trs:
-        for n in _roc_pairs(_first_run(tr).arrays()):
-            if n not in names:
-                names.append(n)
+        for r in tr.rows:
+            names += [n for n in _roc_pairs(r.arrays()) if n not in names]
     for n in names:
         if (png := plot_roc(trs, n)) is not None:
             out.append(("roc", f"ROC of {n} (log-log)", png))
@@ -1337,6 +1398,9 @@ def _plots(trs: Sequence[TableRow]) -> list[tuple[str, str, str]]:
     for a in audits:
         if (png := plot_curves(trs, a)) is not None:
             out.append(("curves", f"{a} curves", png))
+    for k in _image_keys(trs):
+        if (png := plot_images(trs, k)) is not None:
+            out.append(("images", f"samples: {k}", png))
     if (png := plot_class_confidence(trs)) is not None:
         out.append(("class-confidence", "per-class confidence on the forget set", png))
     if (png := plot_cost(trs)) is not None:
@@ -1590,6 +1654,8 @@ _PLOT_CAPTIONS = {
     "exact unlearning the forgotten class's mass moves to its look-alike classes",
     "cost": "each method's mean (± 95% CI) against its cost relative to retraining; the oracle "
     "sits at 1; the dotted line is the original model",
+    "images": "samples drawn with the same seeds and prompts from every model (first seed), one "
+    "line per row: an erased concept should look like the oracle's line, not the original's",
 }
 
 

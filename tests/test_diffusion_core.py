@@ -8,12 +8,10 @@ import pytest
 import torch
 
 import obliviate
-from obliviate.bench.runner import RunContext, reference_models
 from obliviate.diffusion.judges import frechet_distance
 from obliviate.diffusion.schedule import NoiseSchedule, ddim_timesteps
-from obliviate.loop import derive_seed, seeded
-from obliviate.registry import AUDITS, BENCHMARKS, METHODS
-from obliviate.store import ModelCache
+from obliviate.loop import seeded
+from obliviate.registry import AUDITS, METHODS
 from obliviate.types import Budget
 
 
@@ -28,23 +26,9 @@ def _one_thread():
 
 
 @pytest.fixture(scope="module")
-def t2i(tmp_path_factory, _one_thread):
-    from types import SimpleNamespace
-
-    bench = BENCHMARKS.get("t2i-tiny")
-    ds = bench.load()
-    task = bench.task(ds)
-    splits = bench.splits(ds, bench.resolve_forget(ds, None), derive_seed(0, "split"))
-    cache = ModelCache(tmp_path_factory.mktemp("t2i-cache"))
-    (original, _), (oracle, _) = reference_models(
-        bench, ds, task, cache, splits=splits, seed=0, progress=False
-    )
-    ctx = RunContext(
-        seed=0, bench=bench, dataset=ds, task=task, splits=splits, method=None,
-        budget=bench.budget(), cache=cache, oracle=oracle, progress=False,
-    )  # fmt: skip
-    return SimpleNamespace(bench=bench, ds=ds, task=task, splits=splits, cache=cache,
-                           original=original, oracle=oracle, ctx=ctx)  # fmt: skip
+def t2i(t2i_tiny, _one_thread):
+    """The session's t2i-tiny fixture (trained once per test session, see conftest.py)."""
+    return t2i_tiny
 
 
 def test_data_captions_and_splits(t2i):
@@ -123,11 +107,13 @@ def test_ddim_schedule_and_inversion_reconstruct(t2i):
     assert len(traj) == 51
     rec = task.sample(model, prompts, x_T=traj[-1], steps=50, guidance=1.0)
     err = float((rec - x0).abs().mean())
-    # measured: mean abs error 0.004 (pixels in [-1, 1]); a noise image would give 0.90
-    assert err < 0.02, err
+    # measured: mean abs error 0.021 (pixels in [-1, 1]); a noise image would give 0.90. (It
+    # was 0.004 while the T = 200 schedule ended at abar_T = 0.13, not at pure noise: the first
+    # sampling steps amplify the inversion's eps mismatch by 1 / sqrt(abar_T).)
+    assert err < 0.05, err
     # starting from an intermediate latent at sampling step 25 of 50 (MemoRa) also returns x0
     mid = task.sample(model, prompts, x_T=traj[-26], start=25, steps=50, guidance=1.0)
-    assert float((mid - x0).abs().mean()) < 0.02  # measured 0.004
+    assert float((mid - x0).abs().mean()) < 0.03  # measured: see the test log
 
 
 def test_sampling_is_seeded_and_guidance_options_act(t2i):
@@ -187,7 +173,7 @@ def test_concept_rate_audit_is_deterministic(t2i):
     assert all(torch.equal(before[k], v) for k, v in t2i.original.state_dict().items())
 
 
-def test_run_end_to_end(tmp_path, monkeypatch):
+def test_run_end_to_end(tmp_path, monkeypatch, t2i):
     from obliviate.methods.finetune import FineTune
 
     # finetune is modality-free but declares only "vision" (a core file): widen it for the test
@@ -197,7 +183,8 @@ def test_run_end_to_end(tmp_path, monkeypatch):
             "t2i-tiny", "finetune", audits=("concept-rate",), max_steps=3,
             audit_params={"concept-rate": {"n": 2, "steps": 4, "n_boot": 50}},
         ),
-        runs_dir=tmp_path / "runs", cache_dir=tmp_path / "cache", progress=False,
+        # the session fixture's cache: the original and oracle are found, not retrained
+        runs_dir=tmp_path / "runs", cache_dir=t2i.cache_root, progress=False,
     )  # fmt: skip
     m = res.metrics()
     assert res.manifest["status"] == "done" and res.manifest["steps"] == 3

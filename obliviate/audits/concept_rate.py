@@ -40,6 +40,7 @@ class ConceptRate:
     steps: int = 20  # DDIM sampling steps
     guidance: float = 3.0  # classifier-free guidance scale
     n_boot: int = 1000  # bootstrap resamples for the CIs
+    n_images: int = 8  # samples of each prompt set kept in arrays.npz for the report's grids
 
     def _prompts(self, ds, concept) -> dict[str, list[tuple[str, int, int | None]]]:
         """{set: [(prompt, class, colour or None)]}; class -1 when the prompt names none."""
@@ -102,6 +103,9 @@ class ConceptRate:
             key = "unrelated_concept_rate" if name == "unrelated" else f"{name}_rate"
             metrics[key], metrics[f"{key}_lo"], metrics[f"{key}_hi"] = rate
             arrays[f"{name}_hit"] = hit
+            # One sample per prompt first (prompt-major order): the grid shows varied prompts.
+            pick = np.arange(0, len(x), self.n)[: self.n_images]
+            arrays[f"{name}_images"] = x[pick].numpy().astype(np.float16)
             if name == "synonym":
                 per_word = np.array_split(hit, len(concept.synonyms))
                 for w, h in zip(concept.synonyms, per_word, strict=True):

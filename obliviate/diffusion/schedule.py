@@ -41,15 +41,24 @@ class SafetyGuidance:
 
 @dataclass(frozen=True)
 class NoiseSchedule:
-    """A DDPM schedule: ``T`` steps of a linear beta schedule (pixel-space DDPM defaults)."""
+    """A DDPM schedule: ``T`` steps of a linear beta schedule (pixel-space DDPM defaults).
+
+    The betas are given for T = 1000 and scaled by 1000 / T (Nichol & Dhariwal 2021's rule for
+    shorter schedules), so every T ends at pure noise: unscaled, T = 200 would end at
+    abar_T = 0.13 (37% of the image left in x_T), and samples started from N(0, I) would begin
+    far from anything the model was trained on.
+    """
 
     T: int = 1000  # training timesteps
-    beta_start: float = 1e-4  # beta_1
-    beta_end: float = 0.02  # beta_T
+    beta_start: float = 1e-4  # beta_1 for T = 1000 (scaled by 1000 / T)
+    beta_end: float = 0.02  # beta_T for T = 1000 (scaled by 1000 / T)
 
     @property
     def alphas_cumprod(self) -> torch.Tensor:
-        betas = torch.linspace(self.beta_start, self.beta_end, self.T, dtype=torch.float64)
+        scale = 1000.0 / self.T
+        betas = torch.linspace(
+            self.beta_start * scale, min(self.beta_end * scale, 0.999), self.T, dtype=torch.float64
+        )
         return torch.cumprod(1.0 - betas, 0).float()
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -66,12 +75,19 @@ def ddim_timesteps(schedule: NoiseSchedule, steps: int) -> list[int]:
     return list(range((steps - 1) * stride, -1, -stride))
 
 
-def _step(ab: torch.Tensor, t: int, s: int, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+def _step(
+    ab: torch.Tensor, t: int, s: int, x: torch.Tensor, eps: torch.Tensor, *, clip: bool = False
+) -> torch.Tensor:
     """The deterministic DDIM update from timestep t to s (s < t samples, s > t inverts).
-    s = -1 stands for abar = 1 (the clean image)."""
+    s = -1 stands for abar = 1 (the clean image). ``clip`` clamps the predicted x0 to the pixel
+    range [-1, 1] (diffusers' DDIM ``clip_sample=True``, its default for pixel-space models):
+    at the first steps x0_hat divides the noise-prediction error by sqrt(abar_T) ~ 0.006, and
+    an unclipped x0_hat of a small, imperfect model throws the trajectory off the data range."""
     a_t = ab[t]
     a_s = ab[s] if s >= 0 else torch.tensor(1.0)
     x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+    if clip:
+        x0 = x0.clamp(-1.0, 1.0)
     return a_s.sqrt() * x0 + (1 - a_s).sqrt() * eps
 
 
@@ -88,11 +104,12 @@ def ddim_sample(
     start: int = 0,
     eta: float = 0.0,
     generator: torch.Generator | None = None,
+    clip: bool = True,
 ) -> torch.Tensor:
     """Run DDIM from ``x_T`` (the latent at step ``start`` of ``steps``) down to x_0.
 
     ``eta`` > 0 adds DDIM's stochastic term (eta = 1 is DDPM-like ancestral sampling), drawn
-    from ``generator``."""
+    from ``generator``. ``clip`` clamps each predicted x0 to [-1, 1] (see ``_step``)."""
     ab = schedule.alphas_cumprod
     ts = ddim_timesteps(schedule, steps)
     x = x_T
@@ -100,11 +117,13 @@ def ddim_sample(
         t, s = ts[i], ts[i + 1] if i + 1 < len(ts) else -1
         eps = eps_fn(x, torch.full((len(x),), t, dtype=torch.long), i)
         if eta == 0.0:
-            x = _step(ab, t, s, x, eps)
+            x = _step(ab, t, s, x, eps, clip=clip)
             continue
         a_t, a_s = ab[t], (ab[s] if s >= 0 else torch.tensor(1.0))
         sigma = eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)).sqrt()
         x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+        if clip:
+            x0 = x0.clamp(-1.0, 1.0)
         noise = torch.randn(x.shape, generator=generator)
         x = a_s.sqrt() * x0 + (1 - a_s - sigma**2).clamp_min(0).sqrt() * eps + sigma * noise
     return x

@@ -41,6 +41,7 @@ safety_config=None, seed=0, x_T=None, start=0, eta=0.0)`` -> (len(prompts) * n, 
 one per prompt) that replaces the empty prompt in classifier-free guidance; ``safety`` a prompt
 (or a (L, D) context tensor, e.g. an inverted concept) for SLD guidance. ``x_T`` starts from
 given latents (then ``n`` must be 1); ``start`` begins at that sampling step (MemoRa).
+``clip`` (default: only when starting from noise) clamps each predicted x0 to [-1, 1].
 ``invert(model, x0, prompts, steps=20, guidance=1.0)`` -> the DDIM inversion trajectory (list,
 ``[-1]`` is x_T). Guidance scale must be in [0, 50] (ValueError otherwise).
 
@@ -193,7 +194,12 @@ class DiffusionTask:
         start: int = 0,
         eta: float = 0.0,
         batch_size: int | None = None,
+        clip: bool | None = None,
     ) -> torch.Tensor:
+        # Clip each predicted x0 to the pixel range when generating from pure noise (diffusers'
+        # pixel-space DDIM default); not when continuing given latents (reconstruction from a
+        # DDIM inversion, MemoRa's regeneration), where clipping would break invertibility.
+        clip = x_T is None if clip is None else clip
         check_guidance(guidance)
         if isinstance(prompts, str):
             raise TypeError("sample takes a list of prompts; wrap a single prompt in a list")
@@ -229,7 +235,7 @@ class DiffusionTask:
                 saf = self._contexts(model, safety, len(chunk))
                 g = Guidance(net, cond, unc, guidance, safety=saf, sld=safety_config, warmup=warm)
                 out.append(ddim_sample(g, x_T[i : i + bs], self.schedule, steps, start=start,
-                                       eta=eta, generator=gen))  # fmt: skip
+                                       eta=eta, generator=gen, clip=clip))  # fmt: skip
         finally:
             model.train(was)
         return torch.cat(out).clamp(-1, 1)
