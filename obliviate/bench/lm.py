@@ -172,7 +172,11 @@ class WorldBenchmark:
     d_model: int = 128  # tiny Llama width
     recipe: TrainRecipe = _TINY_RECIPE  # the fine-tune that makes the original and the oracle
     forget: str = "random:10%"  # default deletion request (a fraction of the people)
-    audits: tuple[str, ...] = ()  # audits run by default (the LM audits come next)
+    # audits run by default; the attacks (relearn, persuasion, trigger-scan) on request
+    audits: tuple[str, ...] = (
+        "lm-qa", "forget-quality", "muse", "mia-loss", "mia-zlib", "mia-min-k",
+        "mia-min-k-plus-plus",
+    )  # fmt: skip
     max_steps: int | None = None  # unlearning budget in optimizer steps (None: method's plan)
     description: str = ""  # one line for `obliviate list`
     kind: str = "lm"  # the Task kind
@@ -297,7 +301,7 @@ class CapitalsBenchmark:
     retain_fraction: float = 0.5  # share of the known, not-forgotten facts given as retain
     max_new_tokens: int = 12  # answer length when asking which facts the model knows
     forget: str = "random:20"  # default deletion request (a count or fraction of known facts)
-    audits: tuple[str, ...] = ()  # audits run by default
+    audits: tuple[str, ...] = ("lm-qa", "mia-loss", "mia-min-k")  # no oracle: no forget-quality
     max_steps: int | None = None  # unlearning budget in optimizer steps
     description: str = ""  # one line for `obliviate list`
     kind: str = "lm"  # the Task kind
@@ -414,7 +418,10 @@ class WikiBenchmark:
         optimizer="adamw", lr=3e-3, weight_decay=0.0, epochs=20, batch_size=16, schedule="cosine"
     )  # pre-training of the original and the oracle
     forget: str = "articles:1"  # default deletion request: one article drawn by the seed
-    audits: tuple[str, ...] = ()  # audits run by default
+    # passages, not questions: MUSE's VerbMem/PrivLeak and the MIAs, no lm-qa
+    audits: tuple[str, ...] = (
+        "muse", "mia-loss", "mia-zlib", "mia-min-k", "mia-min-k-plus-plus",
+    )  # fmt: skip
     max_steps: int | None = None  # unlearning budget in optimizer steps
     description: str = ""  # one line for `obliviate list`
     kind: str = "lm"  # the Task kind
