@@ -1,8 +1,8 @@
 """Concept erasure on the text-to-image model trained here: does the concept come back?
 
     python benchmarks/t2i_erasure.py [--bench t2i-tiny] [--seed 0]
-        [--methods esd,uce,salun,ga-distill,resalign] [--audits concept-rate,finetune-recovery,memora]
-        [--out runs-t2i] [--cache-dir DIR] [--threads 1]
+        [--methods esd,uce,salun,ga-distill,resalign]
+        [--audits concept-rate,finetune-recovery,memora] [--out runs-t2i] [--cache-dir DIR]
 
 Every row is an ``obliviate.run`` (finished runs are reused): the original, the retrain oracle
 (trained without the concept's images), and each erasure method at its defaults, audited by
@@ -73,7 +73,9 @@ def main() -> None:
     print("\n".join("| " + " | ".join(r) + " |" for r in rows))
     write_report(paths, html=out / "report.html", markdown=out / "report.md")
     load = os.getloadavg()
-    print(f"\n{time.time() - t0:.0f} s wall; load average {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f}")
+    print(
+        f"\n{time.time() - t0:.0f} s wall; load average {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f}"
+    )  # noqa: E501
     print(f"report: {out / 'report.html'}")
 
 

@@ -207,7 +207,11 @@ class GradDiff:
             opt = make_optimizer(params, "adamw", lr=lr, weight_decay=self.weight_decay)
             for step, (f, r) in enumerate(
                 paired_batches(
-                    task, forget, retain, batch_size=self.batch_size, epochs=self.epochs,
+                    task,
+                    forget,
+                    retain,
+                    batch_size=self.batch_size,
+                    epochs=self.epochs,
                     budget=budget,
                 )  # fmt: skip
             ):

@@ -86,7 +86,7 @@ class IdkDPO:
         if not self.alternates or not all(isinstance(a, str) and a for a in self.alternates):
             raise ValueError(
                 f"idk-dpo: alternates={self.alternates!r}; give at least one non-empty refusal "
-                f"string such as \"I don't know.\""
+                f'string such as "I don\'t know."'
             )
         if self.beta <= 0:
             raise ValueError(f"idk-dpo: beta={self.beta} must be > 0 (TOFU uses 0.1)")
@@ -114,7 +114,11 @@ class IdkDPO:
             opt = make_optimizer(params, "adamw", lr=lr, weight_decay=self.weight_decay)
             for step, (f, r) in enumerate(
                 paired_batches(
-                    task, forget, retain, batch_size=self.batch_size, epochs=self.epochs,
+                    task,
+                    forget,
+                    retain,
+                    batch_size=self.batch_size,
+                    epochs=self.epochs,
                     budget=budget,
                 )  # fmt: skip
             ):
