@@ -74,6 +74,7 @@ def test_inversion_lowers_its_objective_and_changes_only_cstar(t2i_tiny, weak):
     assert all(p.grad is None for p in weak.parameters())
 
 
+@pytest.mark.slow  # 87 s under load
 def test_cstar_guidance_defends_the_synonyms_where_the_word_does_not(t2i_tiny, weak):
     env = t2i_tiny
     before = {k: v.clone() for k, v in weak.state_dict().items()}

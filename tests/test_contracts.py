@@ -25,6 +25,34 @@ HEAVY_AUDITS = {"lira", "u-lira", "rmia", "epsilon", "apollo"}
 CONTRACT_PARAMS = {
     ("relearn", "lm"): {"steps": (0, 5)},
     ("finetune-recovery", "diffusion"): {"steps": (0, 5), "n": 1},
+    # measured under load at their defaults: memora 198 s, concept-inversion 87 s, prompt-attack
+    # 60 s for the two calls; the defaults are exercised by their own (slow-marked) tests
+    ("memora", "diffusion"): {
+        "seed_pairs": ((1805, 2821),),
+        "interp_steps": 2,
+        "steps": (0, 5),
+        "controls": False,
+        "n": 1,
+        "n_unrelated": 1,
+        "sample_steps": 8,
+        "ddim_steps": 10,
+        "n_boot": 50,
+    },
+    ("concept-inversion", "diffusion"): {
+        "steps": 10,
+        "n": 1,
+        "n_inversion": 8,
+        "sample_steps": 8,
+        "n_boot": 50,
+    },
+    ("prompt-attack", "diffusion"): {
+        "steps": 2,
+        "n_prompts": 1,
+        "n_targets": 2,
+        "n": 2,
+        "sample_steps": 8,
+        "n_boot": 50,
+    },
 }
 
 

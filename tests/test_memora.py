@@ -139,6 +139,7 @@ def esd(t2i_tiny):
         )
 
 
+@pytest.mark.slow  # needs the ESD fixture: 94 s to build under load
 def test_regeneration_reconstructs_the_endpoints(t2i_tiny, esd):
     """Inverting to step 6 of 20 and regenerating with the same (unlearned) model returns close
     to the source image at tau = 0 and 1 (the slerp endpoints); the interior points differ."""
@@ -173,6 +174,7 @@ def test_train_lora_is_seeded_and_leaves_its_input(t2i_tiny):
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
+@pytest.mark.slow  # 123 s under load
 def test_memora_recovers_an_esd_erasure_and_not_the_oracle(t2i_tiny, esd):
     """The audit's defaults on ESD-x (50 iterations): the LoRA on the self-regenerated images
     brings "three" back to the original's level; the same attack on the retrain oracle (which
@@ -210,6 +212,8 @@ def test_memora_recovers_an_esd_erasure_and_not_the_oracle(t2i_tiny, esd):
     assert all(torch.equal(v, before[k]) for k, v in esd.state_dict().items())
 
 
+# 72 s under load; determinism is also in the contract test
+@pytest.mark.slow
 def test_oracle_against_itself_is_exact_and_deterministic(t2i_tiny):
     """Audited as the unlearned model, the oracle gets the same regeneration, LoRA seed and
     evaluation seeds as its own row: gap 0 and equal curves exactly; a second call repeats every
