@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -46,6 +46,7 @@ __all__ = [
     "check_lm_task",
     "check_lora",
     "guarded_step",
+    "lm_unlearn_loop",
     "retain_term",
     "token_mean",
 ]
@@ -166,6 +167,43 @@ def trainable(net: nn.Module) -> list[nn.Parameter]:
     return [p for p in net.parameters() if p.requires_grad]
 
 
+def lm_unlearn_loop(
+    method: str,
+    model: nn.Module,
+    forget: Data,
+    retain: Data,
+    *,
+    task: Task,
+    budget: Budget,
+    cfg: Any,
+    loss_fn: Callable[[nn.Module, Any, Any], torch.Tensor],
+) -> nn.Module:
+    """The loop grad-diff, npo, simnpo and idk-dpo share; only their loss differs.
+
+    ``cfg`` is the method's dataclass (lr, lora_*, weight_decay, batch_size, epochs, clip);
+    ``loss_fn(net, forget_batch, retain_batch)`` is the scalar to minimise. AdamW on the trainable
+    parameters (the LoRA adapters when ``cfg.lora_r > 0``), paired forget/retain batches clipped
+    by the budget, every step through ``guarded_step``.
+    """
+    lr = cfg.lora_lr if cfg.lora_r > 0 else cfg.lr
+    with (
+        preserve_mode(model),
+        adapted(
+            model, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, targets=cfg.lora_targets
+        ) as net,
+    ):
+        net.train()
+        params = trainable(net)
+        opt = make_optimizer(params, "adamw", lr=lr, weight_decay=cfg.weight_decay)
+        batches = paired_batches(
+            task, forget, retain, batch_size=cfg.batch_size, epochs=cfg.epochs, budget=budget
+        )
+        for step, (f, r) in enumerate(batches):
+            loss = loss_fn(net, f, r)
+            guarded_step(opt, loss, params, clip=cfg.clip, method=method, lr=lr, step=step)
+    return model
+
+
 # -- the method ----------------------------------------------------------------------------------
 @METHODS.register("grad-diff")
 @dataclass(frozen=True)
@@ -195,31 +233,13 @@ class GradDiff:
         check_lm_task(task, "grad-diff")
         # the frozen original is needed only by the KL retain term
         ref = frozen_copy(model) if self.retain_loss == "kl" else None
-        lr = self.lora_lr if self.lora_r > 0 else self.lr
-        with (
-            preserve_mode(model),
-            adapted(
-                model, lora_r=self.lora_r, lora_alpha=self.lora_alpha, targets=self.lora_targets
-            ) as net,
-        ):
-            net.train()
-            params = trainable(net)
-            opt = make_optimizer(params, "adamw", lr=lr, weight_decay=self.weight_decay)
-            for step, (f, r) in enumerate(
-                paired_batches(
-                    task,
-                    forget,
-                    retain,
-                    batch_size=self.batch_size,
-                    epochs=self.epochs,
-                    budget=budget,
-                )  # fmt: skip
-            ):
-                forget_loss = -token_mean(task.loss(net, f), f)  # ascend the forget NLL
-                loss = self.gamma * forget_loss + self.alpha * retain_term(
-                    self.retain_loss, net, ref, r, task
-                )
-                guarded_step(
-                    opt, loss, params, clip=self.clip, method="grad-diff", lr=lr, step=step
-                )
-        return model
+
+        def loss_fn(net: nn.Module, f: Any, r: Any) -> torch.Tensor:
+            forget_loss = -token_mean(task.loss(net, f), f)  # ascend the forget NLL
+            return self.gamma * forget_loss + self.alpha * retain_term(
+                self.retain_loss, net, ref, r, task
+            )
+
+        return lm_unlearn_loop(
+            "grad-diff", model, forget, retain, task=task, budget=budget, cfg=self, loss_fn=loss_fn
+        )

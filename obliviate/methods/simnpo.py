@@ -31,15 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from obliviate.loop import frozen_copy, make_optimizer, paired_batches, preserve_mode
+from obliviate.loop import frozen_copy
 from obliviate.methods.grad_diff import (
     LORA_TARGETS,
-    adapted,
     check_lm_task,
     check_lora,
-    guarded_step,
+    lm_unlearn_loop,
     retain_term,
-    trainable,
 )
 from obliviate.registry import METHODS
 from obliviate.types import Budget, Data, Task
@@ -74,31 +72,14 @@ class SimNPO:
     ) -> nn.Module:
         check_lm_task(task, "simnpo")
         ref = frozen_copy(model) if self.retain_loss == "kl" else None
-        lr = self.lora_lr if self.lora_r > 0 else self.lr
-        with (
-            preserve_mode(model),
-            adapted(
-                model, lora_r=self.lora_r, lora_alpha=self.lora_alpha, targets=self.lora_targets
-            ) as net,
-        ):
-            net.train()
-            params = trainable(net)
-            opt = make_optimizer(params, "adamw", lr=lr, weight_decay=self.weight_decay)
-            for step, (f, r) in enumerate(
-                paired_batches(
-                    task,
-                    forget,
-                    retain,
-                    batch_size=self.batch_size,
-                    epochs=self.epochs,
-                    budget=budget,
-                )  # fmt: skip
-            ):
-                loss = self.gamma * simnpo_loss(net, f, task=task, beta=self.beta,
-                                                delta=self.delta)  # fmt: skip
-                loss = loss + self.alpha * retain_term(self.retain_loss, net, ref, r, task)
-                guarded_step(opt, loss, params, clip=self.clip, method="simnpo", lr=lr, step=step)
-        return model
+
+        def loss_fn(net: nn.Module, f: dict, r: dict) -> torch.Tensor:
+            loss = self.gamma * simnpo_loss(net, f, task=task, beta=self.beta, delta=self.delta)
+            return loss + self.alpha * retain_term(self.retain_loss, net, ref, r, task)
+
+        return lm_unlearn_loop(
+            "simnpo", model, forget, retain, task=task, budget=budget, cfg=self, loss_fn=loss_fn
+        )
 
 
 def simnpo_loss(
