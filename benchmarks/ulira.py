@@ -6,20 +6,21 @@ original and oracle rows; and the speed of the local and processes executors on 
     python benchmarks/ulira.py --speed-only       # only local vs processes
     python benchmarks/ulira.py --bench fmnist-random10   # the full 60k benchmark (see below)
 
-Setup (defaults). Benchmark ``fmnist12k-random10``, registered here: Fashion-MNIST with a
-seeded random 12,000-example subset of the training set (the full 10,000-example test set), the
-project's Fashion-MNIST recipe (stride CNN, 10 epochs, SGD OneCycle lr 0.05, batch 128), forget
-request random:10% (1,200 examples). U-LiRA: 64 shadows; 500 forget targets and 500 held-out
-test targets; 500 further test examples (RMIA's population, in the shared pool); background:
-every one of the 10,800 retain examples is in every shadow, so a shadow trains on about 11,550
-examples with the same recipe, close to the original's 12,000 (the audited model and its
-shadows should be trained alike: with 10x smaller shadows the online test is miscalibrated).
-Shadow models: 64 trainings; the oracle row retrains 64 more without their targets (exact
-unlearning); finetune and grad-ascent each unlearn the 64 shadows once (cached). ``loo_*``
-columns attack every unlearned shadow with the 63 others: the paper's protocol, which needs no
-assumption about the audited model. The 12k subset is the scale-down: 64 shadows on the full
-60,000 (``--bench fmnist-random10``) take about 5x longer, and with the default 10,000-example
-background those shadows are 5.6x smaller than the original, so read the ``loo_*`` columns.
+Setup (defaults). Benchmark ``fmnist12k-random10`` (``obliviate/bench/vision.py``):
+Fashion-MNIST with a seeded random 12,000-example subset of the training set (the full
+10,000-example test set), the project's Fashion-MNIST recipe (stride CNN, 10 epochs, SGD
+OneCycle lr 0.05, batch 128), forget request random:10% (1,200 examples). U-LiRA: 64 shadows;
+500 forget targets and 500 held-out test targets; 500 further test examples (RMIA's population,
+in the shared pool); background: every one of the 10,800 retain examples is in every shadow, so
+a shadow trains on about 11,550 examples with the same recipe, close to the original's 12,000
+(the audited model and its shadows should be trained alike: with 10x smaller shadows the online
+test is miscalibrated). Shadow models: 64 trainings; the oracle row retrains 64 more without
+their targets (exact unlearning); finetune and grad-ascent each unlearn the 64 shadows once
+(cached). ``loo_*`` columns attack every unlearned shadow with the 63 others: the paper's
+protocol, which needs no assumption about the audited model. The 12k subset is the scale-down:
+64 shadows on the full 60,000 (``--bench fmnist-random10``) take about 5x longer, and with the
+default 10,000-example background those shadows are 5.6x smaller than the original, so read the
+``loo_*`` columns.
 
 Speed: the same 8 shadows trained into two fresh caches by the local executor (one job after
 the other, one torch thread each) and by the processes executor (2 workers of one thread); the
@@ -30,58 +31,20 @@ machine: a shared CPU gives numbers that say more about the neighbours than abou
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 import obliviate
-from obliviate.bench.vision import _FMNIST_RECIPE, VisionBenchmark
 from obliviate.registry import BENCHMARKS
-from obliviate.vision.data import VisionDataset
 
 log = logging.getLogger("ulira-benchmark")
 
-
-@functools.lru_cache(maxsize=2)
-def _subset(ds: VisionDataset, n_train: int, seed: int) -> VisionDataset:
-    keep = np.sort(np.random.default_rng(seed).choice(len(ds.train), n_train, replace=False))
-    return VisionDataset(
-        f"{ds.name}-{n_train}", ds.train.subset(keep), ds.test, ds.classes, ds.source
-    )
-
-
-@dataclass(frozen=True)
-class SubsetBenchmark(VisionBenchmark):
-    """A vision benchmark on a seeded random subset of its training set (test set unchanged)."""
-
-    n_train: int = 12000  # training examples kept
-    subset_seed: int = 0  # which ones
-
-    def load(self, data_dir: str | None = None) -> VisionDataset:
-        return _subset(super().load(data_dir), self.n_train, self.subset_seed)
-
-    def identity(self) -> dict[str, Any]:
-        return {**super().identity(), "n_train": self.n_train, "subset_seed": self.subset_seed}
-
-
-# At import time, so that spawned workers (which re-import this script) find it by name.
-if "fmnist12k-random10" not in BENCHMARKS:
-    BENCHMARKS.register("fmnist12k-random10")(
-        SubsetBenchmark(
-            "fmnist12k-random10",
-            recipe=_FMNIST_RECIPE,
-            forget="random:10%",
-            description="Fashion-MNIST, a random 12k of the training set, forget 10% at random",
-        )
-    )
 
 ULIRA = {"n_shadows": 64, "n_targets": 500, "n_reference": 500, "n_background": 10800}
 

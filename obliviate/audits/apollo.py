@@ -26,7 +26,8 @@ Decision at threshold th (swept over the held-out targets' conf values, plus +-i
 t* = first t with conf_t < th (else T-1), "unlearned" iff pred_{t*} == y; Over: t* = first t
 with conf_t > th (else T-1), "unlearned" iff pred_{t*} != y. Each threshold is one operating
 point (TPR on forget targets, FPR on held-out targets, precision); the points need not form a
-monotone curve, so ``*_auc`` is the area under the best TPR reachable at each FPR.
+monotone curve, so ``*_auc`` is the area under their ROC convex hull (randomising between two
+rules reaches the segment between them; 0.5 = chance).
 
 Our choices (the paper's code is followed otherwise):
 - Pixel scale. Our images are normalised; the attack runs on the [0, 1] pixel scale that the
@@ -91,7 +92,7 @@ from obliviate.types import AuditContext, Report, Splits, Task, index_hash
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Apollo", "LabelOracle", "apollo_walk", "operating_points", "project_shell"]
+__all__ = ["Apollo", "LabelOracle", "apollo_walk", "hull_auc", "operating_points", "project_shell"]
 
 VARIANTS = ("under", "over")
 
@@ -221,6 +222,28 @@ def operating_points(
     }
 
 
+def hull_auc(fpr: np.ndarray, tpr: np.ndarray) -> float:
+    """Area under the ROC convex hull of operating points (Provost & Fawcett 2001).
+
+    Flipping a coin between two decision rules reaches every point of the segment between
+    them, so the attacker's achievable ROC is the upper hull of the points with (0, 0) and
+    (1, 1) added: 0.5 for rules that tell nothing, 1 for one that separates perfectly.
+    """
+    xs, ys = np.r_[0.0, fpr, 1.0].tolist(), np.r_[0.0, tpr, 1.0].tolist()
+    pts = sorted(set(zip(xs, ys, strict=True)))
+    hull: list[tuple[float, float]] = []
+    for p in pts:  # Andrew's monotone chain, upper half: drop points under the chord
+        while len(hull) >= 2:
+            (x1, y1), (x2, y2) = hull[-2], hull[-1]
+            if (x2 - x1) * (p[1] - y1) - (y2 - y1) * (p[0] - x1) >= 0:
+                hull.pop()
+            else:
+                break
+        hull.append(p)
+    xs, ys = np.array(hull).T
+    return float(np.sum(np.diff(xs) * (ys[1:] + ys[:-1]) / 2))
+
+
 def _summarise(points: dict[str, np.ndarray], fprs: tuple[float, ...], prefix: str) -> dict:
     tpr, fpr, prec = points["tpr"], points["fpr"], points["precision"]
     out: dict[str, float] = {}
@@ -234,11 +257,7 @@ def _summarise(points: dict[str, np.ndarray], fprs: tuple[float, ...], prefix: s
             f"{prefix}_tpr@{a:g}": float(tpr[best]),
             f"{prefix}_precision@{a:g}": float(prec[best]),
         }
-    # area under the best TPR reachable at each FPR (a staircase from (0, 0) to (1, 1))
-    grid = np.unique(np.r_[0.0, fpr, 1.0])
-    best_tpr = np.array([tpr[fpr <= g + 1e-12].max(initial=0.0) for g in grid])
-    best_tpr[-1] = 1.0
-    out[f"{prefix}_auc"] = float(np.sum(np.diff(grid) * best_tpr[:-1]))
+    out[f"{prefix}_auc"] = hull_auc(fpr, tpr)
     out[f"{prefix}_best_bacc"] = float(np.max((tpr + 1 - fpr) / 2))
     return out
 

@@ -61,6 +61,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from obliviate.audits.shadows import train_models
 from obliviate.audits.signals import logit_scaled_confidence, predict_logits
 from obliviate.loop import derive_seed, seeded
 from obliviate.registry import AUDITS
@@ -283,11 +284,12 @@ class Epsilon:
             return conf, acc(model, retain), acc(model, splits.test), fa
 
         progress = bool(getattr(ctx, "progress", False))
-        # 1. 2N retrains on the retain set (cached; the first N are the reference population).
-        retrains = []
-        for i in tqdm(range(2 * n), desc="epsilon: retrains", disable=not progress, leave=False):
-            seed = derive_seed(ctx.seed, "epsilon-retrain", i)
-            retrains.append(signals(ctx.train_on(splits.retain_idx, seed=seed, kind="retrain")))
+        # 1. 2N retrains on the retain set (cached; the first N are the reference population),
+        # trained through the run's executor: the same cache entries as ``ctx.train_on``.
+        seeds = [derive_seed(ctx.seed, "epsilon-retrain", i) for i in range(2 * n)]
+        models = train_models(ctx, [splits.retain_idx] * (2 * n), seeds, kind="retrain")
+        retrains = [signals(m) for m in models]
+        del models
         ref, other = retrains[:n], retrains[n:]
         # 2. The unlearned population (see the module notes for the rows without a method).
         method = getattr(ctx, "method", None)
