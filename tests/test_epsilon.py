@@ -144,8 +144,8 @@ class StubCtx:
         self.seed, self.oracle, self.method = 0, env.oracle, method
         self.budget, self.progress = Budget(), False
 
-    def train_on(self, idx, *, seed, kind):
-        return _noisy(self.oracle, seed)
+    def train_many(self, sets, *, seeds, kind):
+        return [_noisy(self.oracle, seed) for seed in seeds]
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from obliviate.audits.shadows import train_models
 from obliviate.audits.signals import logit_scaled_confidence, predict_logits
 from obliviate.loop import derive_seed, seeded
 from obliviate.registry import AUDITS
@@ -285,9 +284,9 @@ class Epsilon:
 
         progress = bool(getattr(ctx, "progress", False))
         # 1. 2N retrains on the retain set (cached; the first N are the reference population),
-        # trained through the run's executor: the same cache entries as ``ctx.train_on``.
+        # trained in parallel through the run's executor.
         seeds = [derive_seed(ctx.seed, "epsilon-retrain", i) for i in range(2 * n)]
-        models = train_models(ctx, [splits.retain_idx] * (2 * n), seeds, kind="retrain")
+        models = ctx.train_many([splits.retain_idx] * (2 * n), seeds=seeds, kind="retrain")
         retrains = [signals(m) for m in models]
         del models
         ref, other = retrains[:n], retrains[n:]

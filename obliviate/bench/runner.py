@@ -72,7 +72,8 @@ class RunResult:
 @dataclass
 class RunContext:
     """What audits may borrow: the seed, the oracle, the audited method, and model training
-    through the cache (``train_on``: shadow and reference models for membership attacks)."""
+    through the cache (``train_on``, ``train_many``: shadow and reference models for membership
+    attacks)."""
 
     seed: int
     bench: Any
@@ -99,6 +100,15 @@ class RunContext:
             progress=self.progress,
         )  # fmt: skip
         return model
+
+    def train_many(
+        self, sets: list[np.ndarray], *, seeds: list[int], kind: str = "shadow"
+    ) -> list[nn.Module]:
+        """``train_on`` for many training sets at once, through the run's executor (the same
+        cache entries as ``train_on``; models already cached are loaded, not retrained)."""
+        from obliviate.audits.shadows import train_models
+
+        return train_models(self, sets, seeds, kind=kind)
 
 
 def model_request(bench: Any, train_idx: np.ndarray, seed: int) -> dict[str, Any]:
