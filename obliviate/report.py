@@ -1346,6 +1346,53 @@ def plot_images(trs: Sequence[TableRow], key: str, *, n: int = 8) -> str | None:
     return _png(fig)
 
 
+_FACT_BEFORE, _FACT_AFTER, _FACT_MATCH = (
+    "lm-qa.original.forget.prob",
+    "lm-qa.unlearned.forget.prob",
+    "lm-qa.unlearned.forget.match",
+)
+
+
+def plot_fact_recall(trs: Sequence[TableRow], *, floor: float = 1e-6) -> str | None:
+    """Per forget fact (language models, lm-qa): the answer's probability under the original
+    (x) against the row's model (y), log-log, one panel per row (first seed). Points under the
+    diagonal lost probability; filled points are facts the model still answers exactly, so a
+    method that forgets on average but keeps a few facts shows them at a glance."""
+    panels = []
+    for tr in trs:
+        if tr.method == "original":
+            continue
+        arr = _first_with(tr, lambda r: r.arrays() if _FACT_AFTER in r.arrays() else None)
+        if arr is not None and _FACT_BEFORE in arr:
+            panels.append((tr.label, arr))
+    if not panels:
+        return None
+    cols = min(4, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig = _figure(3.3 * cols, 3.2 * rows)
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax, (label, arr) in zip(axes, panels, strict=False):
+        x = np.clip(np.asarray(arr[_FACT_BEFORE], dtype=float), floor, 1)
+        y = np.clip(np.asarray(arr[_FACT_AFTER], dtype=float), floor, 1)
+        kept = np.asarray(arr.get(_FACT_MATCH, np.zeros_like(y)), dtype=float) > 0
+        ax.scatter(x[~kept], y[~kept], s=14, facecolors="none", edgecolors="#1f77b4",
+                   label="no longer answered")  # fmt: skip
+        ax.scatter(x[kept], y[kept], s=14, color="#d62728", label="still answered")
+        ax.plot([floor, 1], [floor, 1], color="0.6", lw=0.8, ls="--")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(floor, 1.5)
+        ax.set_ylim(floor, 1.5)
+        ax.set_title(f"{label}: {int(kept.sum())}/{len(kept)} still answered", fontsize=9)
+        ax.set_xlabel("P(answer), original", fontsize=8)
+        ax.set_ylabel("P(answer), this model", fontsize=8)
+        ax.grid(True, which="major", alpha=0.3)
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize=7, loc="upper left")
+    return _png(fig)
+
+
 def plot_cost(trs: Sequence[TableRow]) -> str | None:
     """Accuracy (and Avg. Gap) against cost relative to retraining, one point per row."""
     panels = [
@@ -1403,6 +1450,8 @@ def _plots(trs: Sequence[TableRow]) -> list[tuple[str, str, str]]:
             out.append(("images", f"samples: {k}", png))
     if (png := plot_class_confidence(trs)) is not None:
         out.append(("class-confidence", "per-class confidence on the forget set", png))
+    if (png := plot_fact_recall(trs)) is not None:
+        out.append(("fact-recall", "per-fact answer probability, before vs after", png))
     if (png := plot_cost(trs)) is not None:
         out.append(("cost", "accuracy vs cost", png))
     return out

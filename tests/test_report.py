@@ -368,3 +368,27 @@ def test_importing_obliviate_loads_neither_matplotlib_nor_optuna():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_per_fact_plot_for_language_model_runs(tmp_path):
+    """lm-qa's per-fact arrays give the before/after panel; classifier runs do not."""
+    before = np.array([0.9, 0.8, 0.5, 0.7])
+    after = {"oracle": [0.01, 0.02, 0.01, 0.03], "npo": [0.001, 0.6, 1e-9, 0.002]}
+    for method, probs in after.items():
+        match = (np.asarray(probs) > 0.5).astype(float)
+        fake_run(
+            tmp_path, method, 0,
+            metrics={"lm-qa": {"forget.match": float(match.mean())}},
+            arrays={"lm-qa.original.forget.prob": before,
+                    "lm-qa.unlearned.forget.prob": np.asarray(probs),
+                    "lm-qa.unlearned.forget.match": match},
+        )  # fmt: skip
+    trs = report.table(collect(tmp_path))
+    kinds = [k for k, _, _ in report._plots(trs)]
+    assert kinds.count("fact-recall") == 1
+    png = base64.b64decode(report.plot_fact_recall(trs))
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_no_per_fact_plot_for_classifier_runs(synthetic):
+    assert report.plot_fact_recall(report.table(collect(synthetic))) is None
