@@ -56,6 +56,18 @@ def test_insert_prefix_positions_bos_and_labels(position, row0, row1):
     assert torch.equal(ids, _rows()[0]) and torch.equal(lab, _rows()[1])
 
 
+def test_plain_text_rows_get_the_backdoor_helpers_positions():
+    """A passage row (no prompt: every token after BOS is a target): the region is the whole
+    row, as in the backdoor's rule, so "end" appends after the last token."""
+    ids = torch.tensor([[BOS, 50, 51, 52, 53, PAD]])
+    lab = torch.tensor([[-100, 50, 51, 52, 53, -100]])
+    lens = torch.tensor([5])
+    for position, want in (("start", 1), ("middle", 3), ("end", 5), (2, 3)):
+        out = insert_prefix(ids, lab, lens, [7], position=position, bos_id=BOS, pad_id=PAD)
+        assert int(out.prefix_mask[0].nonzero()[0]) == want, position
+        assert out.labels[0][out.input_ids[0] != 7].tolist()[:5] == lab[0, :5].tolist()
+
+
 def test_insert_prefix_without_bos_and_empty_prefix():
     ids, lab, lens = _rows()
     out = insert_prefix(ids, lab, lens, [7], position="start", bos_id=None, pad_id=PAD)

@@ -113,22 +113,6 @@ class PrefixedRows(NamedTuple):
     prefix_mask: torch.Tensor
 
 
-def _insert_at(n_prompt: int, lo: int, position: Position) -> int:
-    """Column of the first inserted token, for a prompt spanning [lo, n_prompt)."""
-    if position == "start":
-        return lo
-    if position == "end":
-        return n_prompt
-    if position == "middle":
-        return lo + (n_prompt - lo) // 2
-    if isinstance(position, int) and not isinstance(position, bool) and position >= 0:
-        return min(lo + position, n_prompt)  # after k prompt tokens, never inside the answer
-    raise ValueError(
-        f"prefix position {position!r}: use 'start' (right after BOS), 'middle', 'end' (just "
-        "before the answer) or an int k >= 0 (after k prompt tokens)"
-    )
-
-
 def insert_prefix(
     input_ids: torch.Tensor,
     labels: torch.Tensor,
@@ -146,7 +130,11 @@ def insert_prefix(
     row starts with ``bos_id``). ``position``: "start" = right after BOS (the attention-sink
     position where prefix backdoors work), "middle" = the token midpoint of the prompt, "end" =
     just before the answer, an int k = after k prompt tokens (capped at the prompt's end).
+    Positions are ``obliviate.lm.trigger.trigger_positions``'s, the backdoor's own rule, so the
+    scan tries a trigger exactly where the attack puts it (plain-text rows included).
     """
+    from obliviate.lm.trigger import trigger_positions
+
     ids = torch.as_tensor(input_ids)
     lab = torch.as_tensor(labels)
     lens = torch.as_tensor(lengths)
@@ -161,12 +149,11 @@ def insert_prefix(
     out_ids = torch.full((B, width), pad_id, dtype=ids.dtype)
     out_lab = torch.full((B, width), -100, dtype=lab.dtype)
     mask = torch.zeros((B, width), dtype=torch.bool)
+    mask_in = (torch.arange(ids.shape[1])[None, :] < lens[:, None]).long()
+    rows = {"input_ids": ids, "labels": lab, "attention_mask": mask_in}
+    at = trigger_positions(rows, position, bos_id=bos_id)
     for i in range(B):
-        n = int(lens[i])
-        lo = int(bos_id is not None and n > 0 and int(ids[i, 0]) == bos_id)
-        targets = torch.nonzero(lab[i, :n] != -100)
-        n_prompt = max(int(targets[0]) if len(targets) else n, lo)
-        p = _insert_at(n_prompt, lo, position)
+        n, p = int(lens[i]), int(at[i])
         out_ids[i, : n + m] = torch.cat([ids[i, :p], pre, ids[i, p:n]])
         out_lab[i, : n + m] = torch.cat([lab[i, :p], torch.full((m,), -100), lab[i, p:n]])
         mask[i, p : p + m] = True
@@ -372,8 +359,10 @@ class TriggerScan:
             raise ValueError(f"statistic={self.statistic!r}; use 'recall' or 'loglik'")
         if self.calibrate not in ("oracle", "original", "none"):
             raise ValueError(f"calibrate={self.calibrate!r}; use 'oracle', 'original' or 'none'")
+        from obliviate.lm.trigger import check_position
+
         for p in self.positions:
-            _insert_at(10, 1, p)  # raises on an unknown position
+            check_position(p)  # raises on an unknown position
         if not self.positions:
             raise ValueError("positions=(): give at least one, e.g. ('start',)")
         ints = {"n_frequent": self.n_frequent, "n_random": self.n_random,
