@@ -1393,6 +1393,52 @@ def plot_fact_recall(trs: Sequence[TableRow], *, floor: float = 1e-6) -> str | N
     return _png(fig)
 
 
+# concept-inversion's arms: (metric suffix, label, marker)
+_CI_ARMS = (
+    ("", "unlearned alone", "o"),
+    ("_neg_word", "negative prompt: word", "v"),
+    ("_sld_word", "SLD: word", "^"),
+    ("_neg_cstar", "negative prompt: c*", "s"),
+    ("_sld_cstar", "SLD: c*", "D"),
+)
+
+
+def plot_dsr_pp(trs: Sequence[TableRow]) -> str | None:
+    """Concept-inversion defence: success rate (DSR, 1 - concept rate on attack prompts)
+    against prompt preservation (class accuracy on unrelated prompts), one point per row and
+    guidance arm, mean over seeds with 95% CIs: a defence moves points up without moving them
+    left."""
+    rows = [tr for tr in trs if "concept-inversion.dsr" in tr.metrics]
+    if not rows:
+        return None
+    styles = _styles(trs)
+    fig = _figure(6.4, 4.6)
+    ax = fig.subplots()
+    for tr in rows:
+        xs, ys = [], []
+        for arm, _, marker in _CI_ARMS:
+            x = tr.metrics.get(f"concept-inversion.pp_class{arm}")
+            y = tr.metrics.get(f"concept-inversion.dsr{arm}")
+            if x is None or y is None:
+                continue
+            xs.append(x.mean)
+            ys.append(y.mean)
+            ax.errorbar(x.mean, y.mean, xerr=x.ci if math.isfinite(x.ci) else None,
+                        yerr=y.ci if math.isfinite(y.ci) else None, fmt=marker, capsize=2,
+                        color=styles[tr.label]["color"], ms=6)  # fmt: skip
+        ax.plot(xs, ys, color=styles[tr.label]["color"], lw=0.6, alpha=0.5, label=tr.label)
+    for _, label, marker in _CI_ARMS:  # marker legend, colour-free
+        ax.plot([], [], marker, color="0.3", label=label)
+    ax.set_xlabel("prompt preservation (class accuracy, unrelated prompts)")
+    ax.set_ylabel("defence success rate (synonym prompts)")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    ax.set_title("safety guidance on the unlearned model: DSR vs PP", fontsize=10)
+    return _png(fig)
+
+
 def plot_cost(trs: Sequence[TableRow]) -> str | None:
     """Accuracy (and Avg. Gap) against cost relative to retraining, one point per row."""
     panels = [
@@ -1450,6 +1496,8 @@ def _plots(trs: Sequence[TableRow]) -> list[tuple[str, str, str]]:
             out.append(("images", f"samples: {k}", png))
     if (png := plot_class_confidence(trs)) is not None:
         out.append(("class-confidence", "per-class confidence on the forget set", png))
+    if (png := plot_dsr_pp(trs)) is not None:
+        out.append(("dsr-pp", "concept-inversion: defence success vs prompt preservation", png))
     if (png := plot_fact_recall(trs)) is not None:
         out.append(("fact-recall", "per-fact answer probability, before vs after", png))
     if (png := plot_cost(trs)) is not None:

@@ -390,5 +390,19 @@ def test_per_fact_plot_for_language_model_runs(tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_no_per_fact_plot_for_classifier_runs(synthetic):
-    assert report.plot_fact_recall(report.table(collect(synthetic))) is None
+def test_no_lm_or_diffusion_plots_for_classifier_runs(synthetic):
+    trs = report.table(collect(synthetic))
+    assert report.plot_fact_recall(trs) is None and report.plot_dsr_pp(trs) is None
+
+
+def test_dsr_vs_pp_plot_for_concept_inversion_runs(tmp_path):
+    root = tmp_path
+    arms = ("", "_neg_word", "_sld_word", "_neg_cstar", "_sld_cstar")
+    for method, base in (("esd", 0.6), ("uce", 0.4)):
+        for seed in (0, 1):
+            m = {f"dsr{a}": base + 0.05 * i + 0.01 * seed for i, a in enumerate(arms)}
+            m |= {f"pp_class{a}": 0.8 - 0.04 * i for i, a in enumerate(arms)}
+            fake_run(root, method, seed, metrics={"concept-inversion": m})
+    trs = report.table(collect(root))
+    assert [k for k, _, _ in report._plots(trs)].count("dsr-pp") == 1
+    assert base64.b64decode(report.plot_dsr_pp(trs))[:8] == b"\x89PNG\r\n\x1a\n"
