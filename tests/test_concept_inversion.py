@@ -107,3 +107,34 @@ def test_bad_hyperparameters_say_what_to_do():
         ConceptInversion(images="real")
     with pytest.raises(ValueError, match="captions"):
         ConceptInversion(captions="mine")
+
+
+def test_load_cstar_reads_a_run_folder_or_npz_and_refuses_bad_ones(tmp_path):
+    from obliviate.audits.concept_inversion import load_cstar
+
+    vec = np.arange(6, dtype=np.float32)
+    np.savez(tmp_path / "arrays.npz", **{"concept-inversion.cstar": vec})
+    assert torch.equal(load_cstar(tmp_path, dim=6), torch.as_tensor(vec))
+    assert torch.equal(load_cstar(tmp_path / "arrays.npz", dim=6), torch.as_tensor(vec))
+    with pytest.raises(ValueError, match="same text encoder"):
+        load_cstar(tmp_path, dim=8)
+    with pytest.raises(FileNotFoundError, match="finished run"):
+        load_cstar(tmp_path / "nowhere", dim=6)
+    np.savez(tmp_path / "other.npz", x=vec)
+    with pytest.raises(ValueError, match="did not run the"):
+        load_cstar(tmp_path / "other.npz", dim=6)
+
+
+def test_transferred_cstar_is_used_as_given(t2i_tiny, weak, tmp_path):
+    """cstar_from: no inversion; the given c* is the one reported (and guided with)."""
+    env = t2i_tiny
+    dim = weak.text_encoder.token_embedding.embedding_dim
+    given = torch.randn(dim, generator=torch.Generator().manual_seed(0)).numpy()
+    np.savez(tmp_path / "arrays.npz", **{"concept-inversion.cstar": given})
+    fast = {"n": 1, "n_pp": 1, "sample_steps": 4, "n_eval_draws": 1, "n_boot": 10}
+    r = AUDITS.build("concept-inversion", {**fast, "cstar_from": str(tmp_path)}).audit(
+        env.original, weak, env.splits, task=env.task, ctx=env.ctx
+    )
+    assert np.array_equal(r.arrays["cstar"], given.astype(np.float32))
+    assert r.metrics["cstar_transferred"] == 1.0
+    assert any("reused from" in n for n in r.notes)

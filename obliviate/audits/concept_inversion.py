@@ -40,14 +40,16 @@ Choices kept visible as hyperparameters (the note gives no code; this is a recon
 Scale-downs: Adam lr 5e-3 as in the note, but 300 steps of batch 16 on 32 images instead of 3000
 of batch 1 (the plan's "300-1000 steps on 20-50 images"); measured on t2i-tiny that gets the
 inversion objective below the word's own. SAFREE (the note's second guidance) is not
-implemented. Transfer of one c* across unlearning strengths (the paper's β sweep) is a
-benchmark matter: ``Report.arrays["cstar"]`` holds the embedding for it.
+implemented. Transfer of one c* across unlearning strengths (the paper's β sweep):
+``cstar_from`` names an earlier run whose c* is used instead of inverting
+(``benchmarks/concept_inversion.py`` runs that sweep).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -120,6 +122,35 @@ def invert_concept(
     return c.detach(), losses
 
 
+def load_cstar(source: str | Path, *, dim: int) -> torch.Tensor:
+    """c* of an earlier concept-inversion run: ``source`` is its run folder or its arrays.npz
+    (read without pickle). Used to test one c* across unlearning strengths (the paper's
+    transfer experiment)."""
+    from obliviate.store import load_arrays
+
+    path = Path(source)
+    path = path / "arrays.npz" if path.is_dir() else path
+    if not path.exists():
+        raise FileNotFoundError(
+            f"cstar_from={str(source)!r}: no such run folder or arrays.npz; give the folder of a "
+            "finished run that ran the concept-inversion audit"
+        )
+    arrays = load_arrays(path)
+    key = "concept-inversion.cstar" if "concept-inversion.cstar" in arrays else "cstar"
+    if key not in arrays:
+        raise ValueError(
+            f"{path} holds no c* (no 'concept-inversion.cstar' array): that run did not run the "
+            "concept-inversion audit"
+        )
+    vec = torch.as_tensor(arrays[key], dtype=torch.float32).reshape(-1)
+    if vec.numel() != dim:
+        raise ValueError(
+            f"c* from {path} has {vec.numel()} dimensions, this model's token embeddings have "
+            f"{dim}: c* transfers only between models with the same text encoder"
+        )
+    return vec
+
+
 @AUDITS.register("concept-inversion")
 @dataclass(frozen=True)
 class ConceptInversion:
@@ -140,6 +171,7 @@ class ConceptInversion:
     attack_steps: int = 0  # > 0: also defend prompt-attack's prompts found in this many steps
     n_boot: int = 1000  # bootstrap resamples for the CIs
     n_images: int = 8  # samples per arm kept in Report.arrays for the report's grids
+    cstar_from: str = ""  # a run folder (or its arrays.npz): reuse its c*, no inversion (transfer)
 
     def __post_init__(self) -> None:
         if self.captions not in ("templates", "own"):
@@ -220,12 +252,15 @@ class ConceptInversion:
         if self.init != "mean" and self.init not in task.vocab.index:
             raise ValueError(f"init={self.init!r} is neither 'mean' nor a vocabulary word")
         init = table[1:].mean(0) if self.init == "mean" else table[task.vocab.index[self.init]]
-        gen = torch.Generator().manual_seed(derive_seed(seed, "inversion"))
-        cstar, _ = invert_concept(
-            net, task, x_inv, caps, word, init, steps=self.steps, lr=self.lr,
-            batch_size=self.batch_size, gen=gen,
-        )  # fmt: skip
-        metrics: dict[str, float] = {}
+        metrics: dict[str, float] = {"cstar_transferred": float(bool(self.cstar_from))}
+        if self.cstar_from:
+            cstar = load_cstar(self.cstar_from, dim=table.shape[1])
+        else:
+            gen = torch.Generator().manual_seed(derive_seed(seed, "inversion"))
+            cstar, _ = invert_concept(
+                net, task, x_inv, caps, word, init, steps=self.steps, lr=self.lr,
+                batch_size=self.batch_size, gen=gen,
+            )  # fmt: skip
         g_eval = torch.Generator().manual_seed(derive_seed(seed, "eval-draws"))
         draws = fixed_draws(x_inv, self.n_eval_draws, task.schedule, g_eval)
         caps_k = caps * self.n_eval_draws  # fixed_draws repeats the images in this order
@@ -324,8 +359,9 @@ class ConceptInversion:
             f"(lr {self.lr}, batch {self.batch_size}); objective on fixed draws "
             f"{metrics['inversion_loss_init']:.4f} -> {metrics['inversion_loss']:.4f} (the word's "
             f"own embedding: {metrics['inversion_loss_word']:.4f})",
-            "transfer of one c* across unlearning strengths is a benchmark matter: "
-            "arrays['cstar'] holds the embedding",
+            f"c* reused from {self.cstar_from} (transfer; no inversion on this model)"
+            if self.cstar_from
+            else "arrays['cstar'] holds c*: cstar_from=<this run folder> reuses it elsewhere",
         ]
         log.info("concept-inversion: dsr %.3f, +word %.3f, +c* %.3f (negative prompt)",
                  metrics["dsr"], metrics["dsr_neg_word"], metrics["dsr_neg_cstar"])  # fmt: skip
