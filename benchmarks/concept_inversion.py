@@ -16,8 +16,8 @@ Printed: DSR (1 - concept rate on the synonym prompts, the implicit route an era
 open) for the unlearned model alone, with the word as negative prompt and as SLD safety concept,
 and with c* in both; prompt preservation (class accuracy on the unrelated prompts) alone and
 with c*; the same word guidance on the original model (the observation's control); c*'s
-concept rate on the original (the side finding); the audit's seconds. The HTML report of the own-c* rows
-(DSR vs PP scatter, sample grids) goes to OUT/report.html.
+concept rate on the original (the side finding); the audit's seconds. The HTML report of the
+own-c* rows (DSR vs PP scatter, sample grids) goes to OUT/report.html.
 """
 
 from __future__ import annotations
