@@ -1715,7 +1715,7 @@ def _render_html(rows: Sequence[Row], title: str) -> str:
                 out.append(
                     f'<figure class="plot {kind}"><img alt="{_e(cap)}" '
                     f'src="data:image/png;base64,{png}"><figcaption>{_e(cap)}: '
-                    f"{_e(_PLOT_CAPTIONS[kind])}</figcaption></figure>"
+                    f"{_e(_PLOT_CAPTIONS.get(kind, ''))}</figcaption></figure>"
                 )
     if failed:
         out.append(
@@ -1753,6 +1753,10 @@ _PLOT_CAPTIONS = {
     "sits at 1; the dotted line is the original model",
     "images": "samples drawn with the same seeds and prompts from every model (first seed), one "
     "line per row: an erased concept should look like the oracle's line, not the original's",
+    "dsr-pp": "defence success rate on the synonym prompts against prompt preservation on the "
+    "unrelated prompts, per row and guidance arm (marker); a defence moves a point up, not left",
+    "fact-recall": "each forget fact's answer probability under the original (x) and under the "
+    "row's model (y), log scale; red facts are still answered exactly",
 }
 
 

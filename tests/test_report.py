@@ -386,6 +386,8 @@ def test_per_fact_plot_for_language_model_runs(tmp_path):
     trs = report.table(collect(tmp_path))
     kinds = [k for k, _, _ in report._plots(trs)]
     assert kinds.count("fact-recall") == 1
+    page = parse(write_report([tmp_path], html=tmp_path / "r.html")["html"])
+    assert any("fact-recall" in f for f in page.figures)
     png = base64.b64decode(report.plot_fact_recall(trs))
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -405,4 +407,6 @@ def test_dsr_vs_pp_plot_for_concept_inversion_runs(tmp_path):
             fake_run(root, method, seed, metrics={"concept-inversion": m})
     trs = report.table(collect(root))
     assert [k for k, _, _ in report._plots(trs)].count("dsr-pp") == 1
+    page = parse(write_report([root], html=root / "r.html")["html"])
+    assert any("dsr-pp" in f for f in page.figures)
     assert base64.b64decode(report.plot_dsr_pp(trs))[:8] == b"\x89PNG\r\n\x1a\n"
