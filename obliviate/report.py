@@ -1415,18 +1415,15 @@ def plot_dsr_pp(trs: Sequence[TableRow]) -> str | None:
     fig = _figure(6.4, 4.6)
     ax = fig.subplots()
     for tr in rows:
-        xs, ys = [], []
         for arm, _, marker in _CI_ARMS:
             x = tr.metrics.get(f"concept-inversion.pp_class{arm}")
             y = tr.metrics.get(f"concept-inversion.dsr{arm}")
             if x is None or y is None:
                 continue
-            xs.append(x.mean)
-            ys.append(y.mean)
             ax.errorbar(x.mean, y.mean, xerr=x.ci if math.isfinite(x.ci) else None,
                         yerr=y.ci if math.isfinite(y.ci) else None, fmt=marker, capsize=2,
                         color=styles[tr.label]["color"], ms=6)  # fmt: skip
-        ax.plot(xs, ys, color=styles[tr.label]["color"], lw=0.6, alpha=0.5, label=tr.label)
+        ax.plot([], [], "-", color=styles[tr.label]["color"], lw=3, label=tr.label)  # legend
     for _, label, marker in _CI_ARMS:  # marker legend, colour-free
         ax.plot([], [], marker, color="0.3", label=label)
     ax.set_xlabel("prompt preservation (class accuracy, unrelated prompts)")
