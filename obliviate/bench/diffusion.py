@@ -163,6 +163,14 @@ class DiffusionBenchmark:
 BENCHMARKS.register("t2i-fmnist")(
     DiffusionBenchmark(
         "t2i-fmnist",
+        recipe=TrainRecipe(
+            optimizer="adamw",
+            lr=3e-3,
+            weight_decay=0.0,
+            epochs=30,
+            batch_size=128,
+            schedule="constant",
+        ),
         description="text-to-image on tinted 16x16 Fashion-MNIST with synonyms; erase 'sandal'",
     )
 )
