@@ -28,7 +28,6 @@ for them (read the audit-time table with that in mind). Rerunning reuses finishe
 from __future__ import annotations
 
 import argparse
-import ast
 import logging
 from pathlib import Path
 
@@ -36,6 +35,7 @@ import numpy as np
 
 import obliviate
 from obliviate.bench.grid import CLASS_AUDITS, CLASSIFIER_METHODS, RANDOM_AUDITS
+from obliviate.cli import _parse_audit_sets
 from obliviate.report import _md_table, collect, table, write_report
 from obliviate.types import RunSpec
 
@@ -65,17 +65,12 @@ HEADLINE = {
 }
 
 
-def _parse_set(items: list[str]) -> dict[str, dict[str, object]]:
+def _audit_params(items: list[str]) -> dict[str, dict[str, object]]:
+    """SCALE, overridden by ``--set AUDIT.KEY=VALUE`` (the CLI's ``--audit-set`` parser; the
+    strings are coerced to each audit's field types when the runner builds it)."""
     out: dict[str, dict[str, object]] = {k: dict(v) for k, v in SCALE.items()}
-    for item in items:
-        key, sep, value = item.partition("=")
-        audit, dot, name = key.partition(".")
-        if not sep or not dot:
-            raise SystemExit(f"--set {item!r}: write AUDIT.KEY=VALUE, e.g. u-lira.n_shadows=64")
-        try:
-            out.setdefault(audit, {})[name] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out.setdefault(audit, {})[name] = value
+    for audit, kv in _parse_audit_sets(items).items():
+        out.setdefault(audit, {}).update(kv)
     return out
 
 
@@ -111,7 +106,7 @@ def main() -> None:
     audits = tuple(args.audits.split(",")) if args.audits else (
         CLASS_AUDITS if is_class else RANDOM_AUDITS
     )  # fmt: skip
-    audit_params = {a: p for a, p in _parse_set(args.set).items() if a in audits}
+    audit_params = {a: p for a, p in _audit_params(args.set).items() if a in audits}
     methods = [m for m in args.methods.split(",") if is_class or m not in CLASS_ONLY]
     paths = []
     for seed in (int(s) for s in args.seeds.split(",")):

@@ -18,7 +18,6 @@ audits). Run it on an idle machine: the two cores are shared by whatever else ru
 from __future__ import annotations
 
 import argparse
-import ast
 import logging
 import os
 import time
@@ -27,22 +26,10 @@ from pathlib import Path
 import torch
 
 import obliviate
+from obliviate.cli import _parse_sets
 from obliviate.types import RunSpec
 
 NPO_DEFAULTS = {"lora_r": 8, "lora_lr": 1e-3, "epochs": 20.0}
-
-
-def _params(items: list[str]) -> dict[str, object]:
-    out: dict[str, object] = dict(NPO_DEFAULTS)
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set {item!r}: write KEY=VALUE, e.g. lora_lr=1e-3")
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
-    return out
 
 
 def main() -> None:
@@ -58,7 +45,7 @@ def main() -> None:
     out = Path(args.out)
     kw = dict(runs_dir=out / "runs", cache_dir=out / "cache", exist="reuse", progress=False,
               references=False)  # fmt: skip
-    rows = [("original", {}), ("npo", _params(args.set))]
+    rows = [("original", {}), ("npo", {**NPO_DEFAULTS, **_parse_sets(args.set, "--set")})]
     head = ["row", "wall s", "unlearn s", "audits s", "per audit s", "steps", "forget match",
             "retain match", "control match"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

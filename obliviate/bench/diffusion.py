@@ -58,9 +58,14 @@ class DiffusionBenchmark:
     text_dim: int = 64  # text-encoder width = cross-attention context dim
     T: int = 1000  # DDPM training timesteps (linear betas 1e-4..0.02)
     cond_dropout: float = 0.1  # P(empty caption) while training: classifier-free guidance
+    # Original and oracle. Measured on t2i-fmnist with benchmarks/diffusion_throughput.py (idle,
+    # 2026-12-07): 6 epochs with OneCycle (942 steps, 149 s) gave detector accuracy 0.14-0.22 on
+    # the model's own generations; these 30 epochs at constant lr (4,710 steps, 740 s) 0.45 /
+    # 0.59 / 0.42 at guidance 1 / 3 / 5 (the detector's own accuracy on real test images: 0.84).
     recipe: TrainRecipe = TrainRecipe(
-        optimizer="adamw", lr=3e-3, weight_decay=0.0, epochs=6, batch_size=128
-    )  # original and oracle
+        optimizer="adamw", lr=3e-3, weight_decay=0.0, epochs=30, batch_size=128,
+        schedule="constant",
+    )  # fmt: skip
     judge_epochs: int = 6  # training epochs of the detector and the colour classifier
     forget: str = "concept:sandal"  # the default deletion request
     audits: tuple[str, ...] = ("concept-rate",)  # audits run by default
@@ -163,18 +168,6 @@ class DiffusionBenchmark:
 BENCHMARKS.register("t2i-fmnist")(
     DiffusionBenchmark(
         "t2i-fmnist",
-        # Measured with benchmarks/diffusion_throughput.py (idle, 2026-12-07): the default 6
-        # epochs with OneCycle (942 steps, 149 s) gave detector accuracy 0.14-0.22 on its own
-        # generations; 30 epochs at constant lr (4,710 steps, 740 s) 0.45 / 0.59 / 0.42 at
-        # guidance 1 / 3 / 5 (the detector's own accuracy on real test images: 0.84).
-        recipe=TrainRecipe(
-            optimizer="adamw",
-            lr=3e-3,
-            weight_decay=0.0,
-            epochs=30,
-            batch_size=128,
-            schedule="constant",
-        ),
         description="text-to-image on tinted 16x16 Fashion-MNIST with synonyms; erase 'sandal'",
     )
 )
