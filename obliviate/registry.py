@@ -243,6 +243,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, Mapping):
             return dict(value)
         raise TypeError(f"{key}: expected a table, got {value!r}")
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp) and isinstance(value, Mapping):
+        # a nested option table, e.g. finetune-recovery's configs or ResAlign's inner_configs
+        # written in a TOML config or a spec (JSON) as [{name = "...", lr = 1e-3}, ...]
+        return tp(**coerce_params(tp, value, what=f"{key}: an entry ({tp.__name__})"))
     return value
 
 

@@ -53,3 +53,27 @@ def test_list_verbose_prints_hyperparameters(capsys):
     assert main(["list", "methods", "-v"]) == 0
     out = capsys.readouterr().out
     assert "grad-ascent" in out and "lr (float) = 0.0002" in out
+
+
+def test_config_file_takes_nested_option_tables(tmp_path):
+    # a list-of-settings option (finetune-recovery's fine-tunes) written as TOML tables
+    from obliviate.cli import _load_config
+    from obliviate.registry import AUDITS
+
+    cfg = tmp_path / "ft.toml"
+    cfg.write_text(
+        'benchmark = "t2i-tiny"\nmethod = "esd"\n'
+        '[[audit_params.finetune-recovery.configs]]\nname = "a"\nlr = 1e-3\n'
+        '[[audit_params.finetune-recovery.configs]]\nname = "b"\noptimizer = "sgd"\n'
+    )
+    params = _load_config(str(cfg))["audit_params"]["finetune-recovery"]
+    audit = AUDITS.build("finetune-recovery", params)
+    assert [(c.name, c.optimizer, c.lr) for c in audit.configs] == [
+        ("a", "adamw", 1e-3),
+        ("b", "sgd", 1e-4),
+    ]
+    cfg.write_text('[[audit_params.finetune-recovery.configs]]\nname = "a"\nlr = "fast"\n')
+    with pytest.raises(TypeError, match="configs: an entry .* expected a number"):
+        AUDITS.build(
+            "finetune-recovery", _load_config(str(cfg))["audit_params"]["finetune-recovery"]
+        )

@@ -50,6 +50,22 @@ def test_coerce_rejects_bad_values(params, message):
         coerce_params(Toy, params, what="toy")
 
 
+@dataclass(frozen=True)
+class Holder:
+    toys: tuple[Toy, ...] = (Toy(),)  # nested option tables
+
+
+def test_coerce_builds_nested_dataclasses_from_tables():
+    # how a TOML config or a JSON spec writes finetune-recovery's configs
+    out = coerce_params(Holder, {"toys": [{"lr": "1e-3", "mode": "b"}, {}]}, what="holder")
+    assert out == {"toys": (Toy(lr=1e-3, mode="b"), Toy())}
+    assert coerce_params(Holder, {"toys": [Toy(epochs=3)]}, what="holder")["toys"][0].epochs == 3
+    with pytest.raises(ValueError, match=r"toys: an entry \(Toy\) has no hyperparameter 'lrr'"):
+        coerce_params(Holder, {"toys": [{"lrr": 1}]}, what="holder")
+    with pytest.raises(ValueError, match="not one of"):
+        coerce_params(Holder, {"toys": [{"mode": "z"}]}, what="holder")
+
+
 def test_registry_did_you_mean_and_describe():
     reg: Registry = Registry("thing")
     reg.register("toy-one")(Toy)
