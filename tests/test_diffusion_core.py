@@ -134,6 +134,27 @@ def test_sampling_is_seeded_and_guidance_options_act(t2i):
         task.sample(model, ["a photo of a unicorn"])
 
 
+def test_ancestral_sampling_is_seeded_and_given_latents_stay_deterministic(t2i):
+    import dataclasses
+
+    task, model = t2i.task, t2i.original
+    anc = dataclasses.replace(task, sample_eta=1.0)  # the benchmark's sampler setting
+    prompts = ["a photo of a three"]
+    a = anc.sample(model, prompts, n=4, steps=5, seed=3)
+    assert torch.equal(a, anc.sample(model, prompts, n=4, steps=5, seed=3))
+    assert torch.equal(a, task.sample(model, prompts, n=4, steps=5, seed=3, eta=1.0))
+    assert not torch.equal(a, task.sample(model, prompts, n=4, steps=5, seed=3))  # DDIM
+    # continuing given latents (inversion, MemoRa) ignores sample_eta: fresh noise would
+    # break the reconstruction
+    z = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(
+        anc.sample(model, prompts * 4, x_T=z, steps=5),
+        task.sample(model, prompts * 4, x_T=z, steps=5),
+    )
+    with pytest.raises(ValueError, match="eta must be in"):
+        task.sample(model, prompts, eta=1.5)
+
+
 def test_judges_and_frechet_distance(t2i):
     judges = t2i.bench.judges(t2i.ds, t2i.cache)
     acc = judges.accuracy(t2i.ds.test)

@@ -333,6 +333,8 @@ def run(
         "status": "running",
         "kind": bench.kind,
         "benchmark": {"name": bench.name, **bench.identity()},
+        # how the task evaluates and samples (e.g. the diffusion sampler), where it says
+        "task": task.describe() if hasattr(task, "describe") else {},
         "method_params": dataclasses.asdict(method) if method is not None else {},
         "audit_params": {n: dataclasses.asdict(a) for n, a in audits.items()},
         "budget": dataclasses.asdict(budget),

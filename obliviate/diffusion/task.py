@@ -81,6 +81,10 @@ class DiffusionTask:
     schedule: NoiseSchedule = NoiseSchedule()
     cond_dropout: float = 0.0  # P(empty prompt) per example in ``loss`` (training only)
     eval_batch: int = 512  # examples per forward pass in evaluate / sample
+    # DDIM's eta when generating from noise (sample() without x_T): 0 is deterministic DDIM,
+    # 1 the DDPM-like ancestral sampler, whose fresh noise corrects a small model's errors
+    # instead of compounding them (t2i-fmnist: detector accuracy 0.59 -> 0.88 on generations)
+    sample_eta: float = 0.0
     kind: str = "diffusion"
 
     # -- data -------------------------------------------------------------------------------
@@ -192,14 +196,18 @@ class DiffusionTask:
         seed: int = 0,
         x_T: torch.Tensor | None = None,
         start: int = 0,
-        eta: float = 0.0,
+        eta: float | None = None,
         batch_size: int | None = None,
         clip: bool | None = None,
     ) -> torch.Tensor:
         # Clip each predicted x0 to the pixel range when generating from pure noise (diffusers'
         # pixel-space DDIM default); not when continuing given latents (reconstruction from a
-        # DDIM inversion, MemoRa's regeneration), where clipping would break invertibility.
+        # DDIM inversion, MemoRa's regeneration), where clipping would break invertibility; for
+        # the same reason given latents are continued deterministically unless eta is given.
         clip = x_T is None if clip is None else clip
+        eta = (self.sample_eta if x_T is None else 0.0) if eta is None else eta
+        if not 0.0 <= eta <= 1.0:
+            raise ValueError(f"eta must be in [0, 1] (0: DDIM, 1: ancestral), got {eta}")
         check_guidance(guidance)
         if isinstance(prompts, str):
             raise TypeError("sample takes a list of prompts; wrap a single prompt in a list")
@@ -265,4 +273,5 @@ class DiffusionTask:
             model.train(was)
 
     def describe(self) -> dict[str, Any]:
-        return {"T": self.schedule.T, "image_shape": list(self.image_shape), "kind": self.kind}
+        return {"T": self.schedule.T, "image_shape": list(self.image_shape), "kind": self.kind,
+                "sample_eta": self.sample_eta}  # fmt: skip
