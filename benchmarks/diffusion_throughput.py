@@ -7,6 +7,11 @@
    own generations (10 classes x N samples, 20 DDIM steps, several guidance scales).
 
     python benchmarks/diffusion_throughput.py --cache-dir /tmp/cache --out result.json
+    python benchmarks/diffusion_throughput.py --skip-throughput --curve 5 --out curve.json
+
+3. ``--curve K``: train the same original again (same seeds: its final weights are checked
+   against the cached one) and measure the detector's accuracy on its generations every K
+   epochs (guidance 3, the benchmark's sampler): the learning curve.
 
 Uses the threads torch gives it (both cores); run it on an idle machine and say so.
 """
@@ -25,7 +30,7 @@ import torch
 from obliviate.bench.runner import trained_model
 from obliviate.diffusion.models import build_t2i_model, count_params
 from obliviate.diffusion.task import DiffusionTask
-from obliviate.loop import derive_seed
+from obliviate.loop import derive_seed, seeded
 from obliviate.registry import BENCHMARKS
 from obliviate.store import ModelCache
 
@@ -62,12 +67,43 @@ def throughput(ds, unet: str, *, batch: int = 128, steps: int = 6) -> dict[str, 
     }  # fmt: skip
 
 
+def gen_accuracy(task, judges, model, prompts, n: int, guidance: float) -> float:
+    x = task.sample(model, prompts, n=n, steps=20, guidance=guidance, seed=1)
+    pred = judges.class_probs(x).argmax(1).reshape(len(prompts), n)
+    return float((pred == np.arange(len(prompts))[:, None]).mean())
+
+
+def learning_curve(bench, ds, task, judges, prompts, cached, args) -> list[dict[str, float]]:
+    """Retrain the original as ``trained_model`` does, measuring every ``args.curve`` epochs."""
+    seed = derive_seed(0, "train")
+    with seeded(derive_seed(seed, "init")):
+        model = bench.make_model(ds)
+    curve: list[dict[str, float]] = []
+    t0 = time.perf_counter()
+
+    def measure(epoch: int) -> None:
+        if epoch % args.curve and epoch != bench.recipe.epochs:
+            return
+        acc = gen_accuracy(task, judges, model, prompts, args.n, 3.0)
+        curve.append({"epoch": epoch, "gen_acc_g3": acc, "wall_s": time.perf_counter() - t0})
+        log.info("epoch %d: detector accuracy on generations %.3f", epoch, acc)
+
+    data = bench.train_data(ds, bench.all_train_indices(ds))
+    info = bench.train(model, data, task=task, seed=derive_seed(seed, "order"),
+                       progress="curve", on_epoch=measure)  # fmt: skip
+    pairs = zip(model.state_dict().values(), cached.state_dict().values(), strict=True)
+    same = all(torch.equal(a, b) for a, b in pairs)
+    log.info("curve run: %s; identical to the cached original: %s", info, same)
+    return curve + [{"train_s": info["seconds"], "identical_to_cached": same}]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cache-dir", default="/tmp/obliviate-diffusion-cache")
     p.add_argument("--out", default=None)
     p.add_argument("--n", type=int, default=50, help="samples per class prompt")
     p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--curve", type=int, default=0, help="learning curve every K epochs")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = p.parse_args()
     if args.threads:
@@ -95,6 +131,8 @@ def main() -> None:
     result["original_train"] = manifest.get("train")
     log.info("original: %s", manifest.get("train"))
     prompts = [ds.prompt(w[0]) for w in ds.class_words]
+    if args.curve:
+        result["curve"] = learning_curve(bench, ds, task, judges, prompts, original, args)
     for g in (1.0, 3.0, 5.0):
         t0 = time.perf_counter()
         x = task.sample(original, prompts, n=args.n, steps=20, guidance=g, seed=1)

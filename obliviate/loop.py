@@ -16,7 +16,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -241,9 +241,13 @@ def train_model(
     recipe: TrainRecipe,
     seed: int,
     progress: bool | str = False,
+    on_epoch: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
     """Train ``model`` on ``data`` with ``recipe``; deterministic given ``seed`` on CPU.
 
+    ``on_epoch(k)`` is called after each epoch k = 1, 2, ... (e.g. to measure a learning
+    curve); its time is not counted in "seconds", the model is back in train mode after it and
+    the global RNG stream is as if it had not run, so the training is the same with or without.
     Returns {"seconds", "steps", "final_loss", "examples_per_s"}.
     """
     from tqdm.auto import tqdm
@@ -255,10 +259,12 @@ def train_model(
         momentum=recipe.momentum,
         weight_decay=recipe.weight_decay,
     )
-    total = math.ceil(len(data) / recipe.batch_size) * recipe.epochs
+    per_epoch = math.ceil(len(data) / recipe.batch_size)
+    total = per_epoch * recipe.epochs
     sched = _scheduler(opt, recipe, total)
     model.train()
     t0 = time.perf_counter()
+    paused = 0.0  # seconds spent in on_epoch
     steps, seen, running = 0, 0, float("nan")
     desc = progress if isinstance(progress, str) else "train"
     bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="step")
@@ -283,9 +289,15 @@ def train_model(
             bar.update(1)
             if steps % 50 == 0:
                 bar.set_postfix(loss=f"{running:.3f}")
+            if on_epoch is not None and steps % per_epoch == 0:
+                t1 = time.perf_counter()
+                with torch.random.fork_rng(devices=[]):  # leave the training RNG stream as is
+                    on_epoch(steps // per_epoch)
+                model.train()
+                paused += time.perf_counter() - t1
     bar.close()
     model.eval()
-    seconds = time.perf_counter() - t0
+    seconds = time.perf_counter() - t0 - paused
     return {
         "seconds": seconds,
         "steps": steps,

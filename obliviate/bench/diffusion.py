@@ -156,12 +156,13 @@ class DiffusionBenchmark:
         task: DiffusionTask,
         seed: int,
         progress: bool | str = False,
+        on_epoch: Any = None,
     ) -> dict[str, float]:
-        """The recipe on the DDPM loss with caption dropout (classifier-free guidance)."""
+        """The recipe on the DDPM loss with caption dropout (classifier-free guidance);
+        ``on_epoch(k)`` as in ``loop.train_model`` (a learning curve)."""
         train_task = dataclasses.replace(task, cond_dropout=self.cond_dropout)
-        return train_model(
-            model, data, task=train_task, recipe=self.recipe, seed=seed, progress=progress
-        )
+        return train_model(model, data, task=train_task, recipe=self.recipe, seed=seed,
+                           progress=progress, on_epoch=on_epoch)  # fmt: skip
 
     def judges(self, ds: T2IDataset, cache: Any) -> Any:
         """The detector and colour classifier of this benchmark's data (cached)."""
