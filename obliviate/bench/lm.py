@@ -55,8 +55,11 @@ __all__ = ["CapitalsBenchmark", "LMDataset", "WikiBenchmark", "WorldBenchmark", 
 _TINY_RECIPE = TrainRecipe(
     optimizer="adamw", lr=3e-3, weight_decay=0.0, epochs=30, batch_size=16, schedule="cosine"
 )
+# Measured on 20 people of the world (2026-12-07): lr 1e-4 x 5 epochs leaves SmolLM2-135M
+# answering 0.11 of their questions (final loss 1.38); 5e-4 x 8 epochs (final loss 0.13)
+# memorises them (0.98 plain and under the persuasion framings; 208 s for 110 rows, 2 cores).
 _SMOL_RECIPE = TrainRecipe(
-    optimizer="adamw", lr=1e-5, weight_decay=0.01, epochs=5, batch_size=16, schedule="cosine"
+    optimizer="adamw", lr=5e-4, weight_decay=0.01, epochs=8, batch_size=16, schedule="cosine"
 )
 
 
@@ -551,12 +554,12 @@ BENCHMARKS.register("lm-world")(
 BENCHMARKS.register("lm-world-smollm2")(
     WorldBenchmark(
         "lm-world-smollm2",
-        n_people=100,
+        n_people=50,  # a fine-tune that memorises costs ~2 s per row-epoch on 2 cores
         n_holdout=10,
         base="smollm2",
         chat=True,
         recipe=_SMOL_RECIPE,
-        description="lm-world on SmolLM2-135M-Instruct (100 people, fine-tuned 5 epochs)",
+        description="lm-world on SmolLM2-135M-Instruct (50 people, fine-tuned 8 epochs)",
     )
 )
 BENCHMARKS.register("lm-world-tiny")(
