@@ -25,9 +25,8 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from pathlib import Path
 
-import torch
+from _common import setup  # benchmarks/ is on sys.path when a script here runs
 
 import obliviate
 from obliviate.audits.entanglement import METRIC_NAMES
@@ -58,11 +57,7 @@ def main() -> None:
     ap.add_argument("--smol-lr", type=float, default=None, help="override SmolLM2's NPO lr")
     ap.add_argument("--only", default="", help="run one base: tiny or smol")
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    kw = dict(runs_dir=out / "runs", cache_dir=out / "cache", exist="reuse", progress=False,
-              references=False)  # fmt: skip
+    kw = setup(args.out, args.threads)
     framings = list(load_framings())
     steps = {"lm-world": args.tiny_steps, "lm-world-smollm2": args.smol_steps}
     results = []  # (base label, steps, metrics, timings)

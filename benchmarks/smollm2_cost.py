@@ -18,12 +18,10 @@ audits). Run it on an idle machine: the two cores are shared by whatever else ru
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import time
-from pathlib import Path
 
-import torch
+from _common import setup  # benchmarks/ is on sys.path when a script here runs
 
 import obliviate
 from obliviate.cli import _parse_sets
@@ -40,11 +38,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out", default="runs-smollm2")
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    kw = dict(runs_dir=out / "runs", cache_dir=out / "cache", exist="reuse", progress=False,
-              references=False)  # fmt: skip
+    kw = setup(args.out, args.threads)
     rows = [("original", {}), ("npo", {**NPO_DEFAULTS, **_parse_sets(args.set, "--set")})]
     head = ["row", "wall s", "unlearn s", "audits s", "per audit s", "steps", "forget match",
             "retain match", "control match"]  # fmt: skip
