@@ -56,9 +56,10 @@ structure but a tiny budget (defaults 8 steps, top-k 32, 32 candidates, 4 tokens
 500 steps, top-k 256, batch 512, 20 tokens) so that a scan of lm-world-tiny takes seconds;
 raise them for real models where compute allows. On 2 CPU cores the defaults did not finish in
 10 minutes per model on SmolLM2-135M (64 questions x 32 candidates per GCG step);
-``max_questions=16, gcg_steps=4, n_candidates=16`` took 72 s per model (BENCHMARKS.md). The forget answers' log-likelihood replaces the paper's target
-string "Sure, here is ...". Wall seconds are not among the metrics by default (they are not
-deterministic; the runner records each audit's seconds), see ``timing``.
+``max_questions=16, gcg_steps=4, n_candidates=16`` took 72 s per model (BENCHMARKS.md). The
+forget answers' log-likelihood replaces the paper's target string "Sure, here is ...". Wall
+seconds are not among the metrics by default (they are not deterministic; the runner records
+each audit's seconds), see ``timing``.
 
 Metrics: ``clean.recall``/``clean.loglik``, ``best.recall``/``best.loglik``,
 ``best.gain_recall``/``best.gain_loglik``, ``gain`` (the best gain under ``statistic``),

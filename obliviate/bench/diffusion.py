@@ -176,7 +176,8 @@ BENCHMARKS.register("t2i-fmnist")(
         "t2i-fmnist",
         # Measured on the original (benchmarks/diffusion_throughput.py, 2026-12-07): the
         # detector recognises 0.59 of its DDIM generations (20 steps, guidance 3; fewer with
-        # more steps: 50 -> 0.42, 100 -> 0.33) and 0.88 of its ancestral ones (eta 1, guidance 2)
+        # more steps: 50 -> 0.42, 100 -> 0.33) and 0.918 of its ancestral ones (eta 1, 20
+        # steps, guidance 3)
         sample_eta=1.0,
         description="text-to-image on tinted 16x16 Fashion-MNIST with synonyms; erase 'sandal'",
     )

@@ -83,7 +83,7 @@ class DiffusionTask:
     eval_batch: int = 512  # examples per forward pass in evaluate / sample
     # DDIM's eta when generating from noise (sample() without x_T): 0 is deterministic DDIM,
     # 1 the DDPM-like ancestral sampler, whose fresh noise corrects a small model's errors
-    # instead of compounding them (t2i-fmnist: detector accuracy 0.59 -> 0.88 on generations)
+    # instead of compounding them (t2i-fmnist: detector accuracy 0.59 -> 0.92 on generations)
     sample_eta: float = 0.0
     kind: str = "diffusion"
 
