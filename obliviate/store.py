@@ -16,6 +16,7 @@ No pickle is ever loaded: ``np.load(..., allow_pickle=False)`` and safetensors o
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -67,6 +68,8 @@ def default_cache_dir() -> Path:
 
 
 def _jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _jsonable(dataclasses.asdict(obj))  # e.g. an audit's nested option tables
     if isinstance(obj, Mapping):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

@@ -49,6 +49,25 @@ def test_existing_run_is_refused_or_reused(dirs):
     assert again.reused and again.manifest["status"] == "done"
 
 
+def test_equal_hyperparameters_name_the_same_run(dirs):
+    # the command line's strings, Python's floats and an int for a float field are one run
+    first = obliviate.run(
+        RunSpec(
+            "tiny", "finetune", params={"lr": "1e-2", "epochs": 1}, seed=0, audits=("accuracy",)
+        ),
+        **dirs,
+    )
+    assert first.manifest["spec"]["params"] == {"epochs": 1.0, "lr": 0.01}
+    for params in ({"lr": 0.01, "epochs": 1.0}, {"epochs": "1", "lr": 1e-2}):
+        spec = RunSpec("tiny", "finetune", params=params, seed=0, audits=("accuracy",))
+        with pytest.raises(RunExistsError):
+            obliviate.run(spec, **dirs)
+        again = obliviate.run(spec, exist="reuse", **dirs)
+        assert again.reused and again.path == first.path
+    other = RunSpec("tiny", "finetune", params={"lr": 0.02}, seed=0, audits=("accuracy",))
+    assert obliviate.run(other, **dirs).path != first.path
+
+
 def test_budget_is_respected_and_recorded(dirs):
     r = obliviate.run(RunSpec("tiny", "grad-ascent", max_steps=3, audits=("accuracy",)), **dirs)
     assert r.manifest["steps"] == 3

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import logging
 import platform
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from obliviate.store import (
     ModelCache,
     RunExistsError,
     cache_key,
+    canonical_json,
     default_runs_dir,
     load_arrays,
     read_run,
@@ -199,6 +202,18 @@ def _git_revision() -> str | None:
         return None
 
 
+def _canonical_params(spec: RunSpec, method: Any, audits: Mapping[str, Any]) -> RunSpec:
+    """The spec with its hyperparameters as the method and audits read them (coerced, then as
+    plain JSON values), so that ``lr="1e-3"`` from the command line, ``lr=0.001`` from Python
+    and ``epochs=1`` for a float field name the same run folder and group."""
+    params = {k: getattr(method, k) for k in spec.params} if method is not None else {}
+    audit_params = {
+        name: {k: getattr(audits[name], k) for k in kv} for name, kv in spec.audit_params.items()
+    }
+    plain = json.loads(canonical_json({"params": params, "audit_params": audit_params}))
+    return dataclasses.replace(spec, params=plain["params"], audit_params=plain["audit_params"])
+
+
 def _resolved(spec: RunSpec, forget: str) -> RunSpec:
     return dataclasses.replace(spec, forget=forget)
 
@@ -291,6 +306,7 @@ def run(
         if bench.kind not in audits[name].supports:
             raise ValueError(f"audit {name!r} does not support {bench.kind!r} benchmarks")
 
+    spec = _canonical_params(spec, method, audits)
     ds = bench.load(data_dir)
     forget = bench.resolve_forget(ds, spec.forget)
     spec = _resolved(dataclasses.replace(spec, audits=audit_names), forget)
