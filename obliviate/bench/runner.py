@@ -202,20 +202,17 @@ def _git_revision() -> str | None:
         return None
 
 
-def _canonical_params(spec: RunSpec, method: Any, audits: Mapping[str, Any]) -> RunSpec:
-    """The spec with its hyperparameters as the method and audits read them (coerced, then as
-    plain JSON values), so that ``lr="1e-3"`` from the command line, ``lr=0.001`` from Python
-    and ``epochs=1`` for a float field name the same run folder and group."""
+def _resolved(spec: RunSpec, forget: str, method: Any, audits: Mapping[str, Any]) -> RunSpec:
+    """The spec as it runs: the resolved request, the audit list, and the hyperparameters as
+    the method and audits read them (coerced, then as plain JSON values), so that ``lr="1e-3"``
+    from the command line, ``lr=0.001`` from Python and ``epochs=1`` for a float field name
+    the same run folder and group."""
     params = {k: getattr(method, k) for k in spec.params} if method is not None else {}
     audit_params = {
         name: {k: getattr(audits[name], k) for k in kv} for name, kv in spec.audit_params.items()
     }
     plain = json.loads(canonical_json({"params": params, "audit_params": audit_params}))
-    return dataclasses.replace(spec, params=plain["params"], audit_params=plain["audit_params"])
-
-
-def _resolved(spec: RunSpec, forget: str) -> RunSpec:
-    return dataclasses.replace(spec, forget=forget)
+    return dataclasses.replace(spec, forget=forget, audits=tuple(audits), **plain)
 
 
 def run_dir_for(spec: RunSpec, runs_dir: Path) -> Path:
@@ -306,10 +303,9 @@ def run(
         if bench.kind not in audits[name].supports:
             raise ValueError(f"audit {name!r} does not support {bench.kind!r} benchmarks")
 
-    spec = _canonical_params(spec, method, audits)
     ds = bench.load(data_dir)
     forget = bench.resolve_forget(ds, spec.forget)
-    spec = _resolved(dataclasses.replace(spec, audits=audit_names), forget)
+    spec = _resolved(spec, forget, method, audits)
     path = run_dir_for(spec, runs_dir)
     if path.exists():
         if exist == "reuse":
